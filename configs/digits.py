@@ -1,0 +1,110 @@
+r"""SynCon on scikit-learn's handwritten digits with rendered synthetic digits: the demo.
+
+Run (what `make demo` does):
+
+  python -m syncon_jax.tools.render_digits --out=runs/synthetic_digits
+  python -m syncon_jax.main --config=configs/digits.py --workdir=runs/demo
+  python -m syncon_jax.linear_eval --config=configs/digits.py --workdir=runs/demo
+
+Variants, comma separated after the colon:
+  objective=supcon|supcon_syn|syncon    (default syncon)
+  weighting=fixed                       (default fixed, weight 0.5)
+  runlocal                              a few dozen steps on a tiny model, for tests
+
+  python -m syncon_jax.main --config=configs/digits.py:objective=supcon,runlocal --workdir=/tmp/x
+"""
+
+import ml_collections
+
+
+def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
+  """Parses 'k=v,flag' into a ConfigDict over `defaults`; a bare name sets a bool to True."""
+  out = ml_collections.ConfigDict(defaults)
+  for part in filter(None, (arg or "").split(",")):
+    key, eq, value = part.partition("=")
+    if key not in out:
+      raise ValueError(f"Unknown config variant {key!r}; valid: {sorted(out.keys())}")
+    out[key] = value if eq else True
+  return out
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  arg = parse_arg(arg, objective="syncon", weighting="fixed", runlocal=False)
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.runlocal = bool(arg.runlocal)
+  c.total_steps = 300
+  c.batch_size = 128  # global real images per step
+  c.log_every_steps = 25
+  c.checkpoint_every_steps = 100
+  c.keep_checkpoints = 2
+
+  c.data = ml_collections.ConfigDict()
+  c.data.name = "digits"
+  c.data.data_dir = None
+  c.data.manual_dir = None
+  c.data.synthetic_dir = "runs/synthetic_digits"
+  c.data.synthetic_per_real = 1
+  c.data.image_size = 32
+  c.data.test_fraction = 0.3
+  c.data.split_seed = 0
+  c.data.mean = (0.5, 0.5, 0.5)
+  c.data.std = (0.5, 0.5, 0.5)
+
+  c.augment = ml_collections.ConfigDict()
+  c.augment.crop_scale = (0.5, 1.0)
+  c.augment.crop_ratio = (0.75, 1.3333)
+  c.augment.flip = False  # digits must not flip
+  c.augment.jitter_prob = 0.8
+  c.augment.brightness = 0.4
+  c.augment.contrast = 0.4
+  c.augment.saturation = 0.4
+  c.augment.hue = 0.1
+  c.augment.grayscale_prob = 0.2
+  c.augment.blur_prob = 0.5
+  c.augment.blur_sigma = (0.1, 1.0)
+
+  c.model = ml_collections.ConfigDict()
+  c.model.name = "resnet18"
+  c.model.stem = "cifar"
+  c.model.width = 16
+  c.model.proj_hidden_dim = 256
+  c.model.proj_dim = 64
+  c.model.dtype = "float32"  # 'bfloat16' computes in bf16; the loss stays float32
+  c.model.bn_momentum = 0.9
+
+  c.objective = ml_collections.ConfigDict()
+  c.objective.name = arg.objective
+  c.objective.n_views = 2
+  c.objective.temperature = 0.1
+  c.objective.base_temperature = 0.1
+  c.objective.weighting = arg.weighting
+  c.objective.synthetic_weight = 0.5  # the 'fixed' scheme's w
+
+  c.optimizer = ml_collections.ConfigDict()
+  c.optimizer.name = "sgd"  # sgd | lars | adamw
+  c.optimizer.learning_rate = 0.5  # peak, for batch_size real images
+  c.optimizer.momentum = 0.9
+  c.optimizer.weight_decay = 1e-4
+  c.optimizer.warmup_steps = 20
+  c.optimizer.schedule = "cosine"
+
+  c.eval = ml_collections.ConfigDict()
+  c.eval.labels_per_class = 10  # few-label probe: labelled real train images per class
+  c.eval.probe_seed = 0
+  c.eval.l2_grid = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)
+  c.eval.heldout_fraction = 0.3  # of the labelled images, to choose L2
+  c.eval.batch_size = 256
+
+  if c.runlocal:
+    c.total_steps = 12
+    c.batch_size = 16
+    c.log_every_steps = 4
+    c.checkpoint_every_steps = 6
+    c.data.image_size = 16
+    c.model.name = "resnet_tiny"
+    c.model.width = 4
+    c.model.proj_hidden_dim = 16
+    c.model.proj_dim = 8
+    c.optimizer.warmup_steps = 2
+  return c

