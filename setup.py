@@ -10,12 +10,13 @@ INSTALL_REQUIRES = [
     "jaxlib==0.10.2",
     "matplotlib==3.11.2",
     "ml-collections==1.1.0",
-    "numpy>=1.26,<3",
+    "numpy==2.4.6",
     "optax==0.2.8",
     "orbax-checkpoint==0.12.8",
     "pillow==13.0.0",
     "scikit-learn==1.9.1",
     "tensorflow-cpu==2.21.0",
+    "tensorboard==2.21.0",
     "tensorflow-datasets==4.9.10",
 ]
 

@@ -1,0 +1,43 @@
+# The two set-up commands of the README. Both create .venv themselves on a fresh machine.
+#   make demo   render synthetic digits, pretrain SynCon on the digits, run the linear probe
+#   make test   run the test suite
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+WORKDIR ?= runs/demo
+SYNTHETIC_DIR ?= runs/synthetic_digits
+CONFIG ?= configs/digits.py
+
+.PHONY: demo test install install-test lint clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed: setup.py pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-test: setup.py pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $(VENV)/.installed $@
+
+install: $(VENV)/.installed
+install-test: $(VENV)/.installed-test
+
+demo: $(VENV)/.installed
+	$(PY) -m syncon_jax.tools.render_digits --out=$(SYNTHETIC_DIR)
+	$(PY) -m syncon_jax.main --config=$(CONFIG) --workdir=$(WORKDIR) \
+	  --config.data.synthetic_dir=$(SYNTHETIC_DIR)
+	$(PY) -m syncon_jax.linear_eval --config=$(CONFIG) --workdir=$(WORKDIR) \
+	  --config.data.synthetic_dir=$(SYNTHETIC_DIR)
+
+test: $(VENV)/.installed-test
+	$(PY) -m pytest -q
+
+lint: $(VENV)/.installed-test
+	$(VENV)/bin/ruff check syncon_jax tests configs benchmarks
+	$(VENV)/bin/ruff format --check syncon_jax tests configs benchmarks
+
+clean:
+	rm -rf $(VENV) runs

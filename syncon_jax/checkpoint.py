@@ -1,0 +1,82 @@
+"""Orbax checkpoints under <workdir>/checkpoints: periodic save, auto-resume, encoder-only restore.
+
+A checkpoint holds one item per top-level model part plus one for the rest of the train state:
+
+  encoder/   {"params", "state"}    the encoder's Param and BatchStat collections
+  head/      {"params", "state"}    the projection head's
+  train/     {"step", "opt_state", "objective"}
+
+so that linear_eval restores `encoder` alone and never reads optimiser state.
+"""
+
+import os
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+from flax import nnx
+
+MODEL_PARTS = ("encoder", "head")
+
+
+def _items(state) -> dict[str, Any]:
+  items = {
+    part: {"params": state.params[part], "state": state.model_state[part]} for part in MODEL_PARTS
+  }
+  items["train"] = {"step": state.step, "opt_state": state.opt_state, "objective": state.objective}
+  return items
+
+
+def _abstract(tree):
+  return jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)
+
+
+class Checkpointer:
+  """Thin wrapper over ocp.CheckpointManager; every process calls every method (orbax syncs)."""
+
+  def __init__(self, workdir: str, *, keep: int, every_steps: int):
+    self.directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
+    self.every_steps = every_steps
+    # The save policy is ours (see `save`): orbax's own interval policy also saves the first step
+    # of a fresh run, which is neither asked for nor useful.
+    self._manager = ocp.CheckpointManager(
+      self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=keep)
+    )
+
+  def latest_step(self) -> int | None:
+    return self._manager.latest_step()
+
+  def save(self, step: int, state, *, last: bool = False) -> bool:
+    """Saves (asynchronously) when step is a multiple of every_steps or `last`; returns whether."""
+    if not (last or step % self.every_steps == 0) or step == self._manager.latest_step():
+      return False
+    args = ocp.args.Composite(**{k: ocp.args.StandardSave(v) for k, v in _items(state).items()})
+    return self._manager.save(step, args=args, force=True)
+
+  def restore(self, step: int, template):
+    """Restores the full train state at `step`, laid out (shapes, shardings) like `template`."""
+    args = ocp.args.Composite(
+      **{k: ocp.args.StandardRestore(_abstract(v)) for k, v in _items(template).items()}
+    )
+    r = self._manager.restore(step, args=args)
+    return template._replace(
+      step=r["train"]["step"],
+      params=nnx.State({p: r[p]["params"] for p in MODEL_PARTS}),
+      model_state=nnx.State({p: r[p]["state"] for p in MODEL_PARTS}),
+      opt_state=r["train"]["opt_state"],
+      objective=r["train"]["objective"],
+    )
+
+  def restore_encoder(self, step: int, params_template, state_template):
+    """Restores only the encoder's (params, state) at `step`."""
+    template = {"params": params_template, "state": state_template}
+    r = self._manager.restore(
+      step, args=ocp.args.Composite(encoder=ocp.args.StandardRestore(_abstract(template)))
+    )
+    return r["encoder"]["params"], r["encoder"]["state"]
+
+  def wait(self) -> None:
+    self._manager.wait_until_finished()
+
+  def close(self) -> None:
+    self._manager.close()

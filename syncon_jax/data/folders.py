@@ -1,0 +1,251 @@
+"""Class-named image folders: the synthetic support set and any real set stored the same way.
+
+Folder contract (DESIGN.md):
+
+    <root>/<class name>/<image>.{png,jpg,jpeg,webp}
+    <root>/metadata.jsonl        optional: {"file", "class", "prompt", "seed", ...} per line
+
+Class folders are matched to the real class names after normalising case, spaces, '_' and '-'
+(`normalize_class_name`), so "Black_footed albatross" finds "black-footed-albatross". Every
+image is decoded with Pillow, converted to RGB and resized (bilinear, aspect ratio not kept) to
+image_size x image_size. The same reading code serves the rendered digits and a user's
+DALL-E folder for Birdsnap.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import difflib
+import json
+import os
+import re
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import numpy as np
+from absl import logging
+from PIL import Image
+
+from syncon_jax.errors import ConfigError, DataError
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp")
+METADATA_FILE = "metadata.jsonl"
+# Decoding is I/O- and zlib-bound and Pillow releases the GIL while decoding, so threads help
+# even on a 2-core host; more than this gains nothing for folders of small images.
+_MAX_DECODE_THREADS = 8
+
+
+class Split(NamedTuple):
+  """Labelled images held on the host.
+
+  images: uint8 [N, H, W, 3]; labels: int32 [N] (indices into the data set's class names).
+  """
+
+  images: np.ndarray
+  labels: np.ndarray
+
+
+class SyntheticSet(NamedTuple):
+  """The synthetic support set, in class order then file-name order.
+
+  images: uint8 [M, H, W, 3]; labels: int32 [M]; files: M paths relative to the synthetic dir
+  (posix form, e.g. "3/00012.png"); prompt_ids: int32 [M], one id per distinct metadata
+  "prompt" (numbered in image order), -1 for images without one; missing_classes: class names
+  that have no synthetic image.
+  """
+
+  images: np.ndarray
+  labels: np.ndarray
+  files: list[str]
+  prompt_ids: np.ndarray
+  missing_classes: list[str]
+
+
+def normalize_class_name(name: str) -> str:
+  """Lower case, with every run of spaces, '_' and '-' made one '_' (ends stripped)."""
+  return re.sub(r"[\s_\-]+", "_", name.strip().lower()).strip("_")
+
+
+def _is_image(file_name: str) -> bool:
+  return not file_name.startswith(".") and file_name.lower().endswith(IMAGE_EXTENSIONS)
+
+
+def _class_folders(root: str) -> list[str]:
+  """Visible sub-folders of root, sorted (hidden ones such as .ipynb_checkpoints are skipped)."""
+  if not root:
+    raise ConfigError("No image folder given (data.synthetic_dir or the folder path is empty).")
+  if not os.path.isdir(root):
+    raise DataError(f"Image folder {root!r} does not exist or is not a directory.")
+  folders = sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith("."))
+  if not folders:
+    raise DataError(
+      f"Image folder {root!r} has no class folders; expected <dir>/<class name>/<image>.png "
+      f"with images ending in {', '.join(IMAGE_EXTENSIONS)}."
+    )
+  return folders
+
+
+def _match_folders(root: str, folders: list[str], class_names: Sequence[str]) -> dict[str, int]:
+  """Maps each folder name to its class index; DataError for a folder that matches no class."""
+  by_norm: dict[str, int] = {}
+  for index, name in enumerate(class_names):
+    key = normalize_class_name(name)
+    if key in by_norm:
+      raise DataError(
+        f"Class names {class_names[by_norm[key]]!r} and {name!r} are the same after "
+        "normalising case, spaces, '_' and '-'; folders could not be matched to them."
+      )
+    by_norm[key] = index
+  matched: dict[str, int] = {}
+  taken: dict[int, str] = {}
+  unmatched = []
+  for folder in folders:
+    index = by_norm.get(normalize_class_name(folder))
+    if index is None:
+      unmatched.append(folder)
+      continue
+    if index in taken:
+      raise DataError(
+        f"Folders {taken[index]!r} and {folder!r} in {root!r} both match class "
+        f"{class_names[index]!r}; keep one."
+      )
+    taken[index] = folder
+    matched[folder] = index
+  if unmatched:
+    lines = []
+    for folder in unmatched:
+      near = difflib.get_close_matches(normalize_class_name(folder), list(by_norm), n=3, cutoff=0.5)
+      hint = ", ".join(repr(class_names[by_norm[n]]) for n in near) or "none close"
+      lines.append(f"  {folder!r}: nearest class names {hint}")
+    raise DataError(
+      f"{len(unmatched)} folder(s) in {root!r} match no class of the data set "
+      f"({len(class_names)} classes, matched after normalising case, spaces, '_' and '-'):\n"
+      + "\n".join(lines)
+    )
+  return matched
+
+
+def read_image(path: str, image_size: int) -> np.ndarray:
+  """Decodes one image to uint8 [image_size, image_size, 3]; DataError naming the path if not."""
+  try:
+    with Image.open(path) as img:
+      img = img.convert("RGB")
+      if img.size != (image_size, image_size):
+        img = img.resize((image_size, image_size), Image.Resampling.BILINEAR)
+      return np.asarray(img, dtype=np.uint8)
+  except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+    raise DataError(f"Cannot read image {path!r}: {e}") from e
+
+
+def _read_images(root: str, files: list[str], image_size: int) -> np.ndarray:
+  out = np.empty((len(files), image_size, image_size, 3), np.uint8)
+  if not files:
+    return out
+  paths = [os.path.join(root, f) for f in files]
+  workers = min(_MAX_DECODE_THREADS, os.cpu_count() or 1, len(files))
+  with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+    # map preserves order and re-raises the first DataError with its path.
+    for i, image in enumerate(pool.map(lambda p: read_image(p, image_size), paths)):
+      out[i] = image
+  return out
+
+
+def _scan(root: str, class_names: Sequence[str]) -> tuple[list[str], np.ndarray, list[str]]:
+  """Lists images under matched class folders: (relative files, labels, classes without any)."""
+  matched = _match_folders(root, _class_folders(root), class_names)
+  files: list[str] = []
+  labels: list[int] = []
+  for folder, index in sorted(matched.items(), key=lambda kv: (kv[1], kv[0])):
+    names = sorted(f for f in os.listdir(os.path.join(root, folder)) if _is_image(f))
+    files.extend(f"{folder}/{name}" for name in names)
+    labels.extend([index] * len(names))
+  if not files:
+    raise DataError(
+      f"Image folder {root!r} has class folders but no images ending in "
+      f"{', '.join(IMAGE_EXTENSIONS)}."
+    )
+  labels_arr = np.asarray(labels, np.int32)
+  counts = np.bincount(labels_arr, minlength=len(class_names))
+  missing = [class_names[i] for i in np.flatnonzero(counts == 0)]
+  if missing:
+    logging.warning(
+      "%d of %d classes have no images in %s (they get no synthetic positives): %s",
+      len(missing),
+      len(class_names),
+      root,
+      ", ".join(missing),
+    )
+  return files, labels_arr, missing
+
+
+def _read_prompt_ids(root: str, files: list[str]) -> np.ndarray:
+  """Prompt id per file from metadata.jsonl ("prompt" key), -1 where there is none."""
+  prompt_ids = np.full(len(files), -1, np.int32)
+  path = os.path.join(root, METADATA_FILE)
+  if not os.path.exists(path):
+    return prompt_ids
+  prompt_of: dict[str, str] = {}
+  with open(path, encoding="utf-8") as f:
+    for line_no, line in enumerate(f, 1):
+      if not line.strip():
+        continue
+      try:
+        entry = json.loads(line)
+      except json.JSONDecodeError as e:
+        raise DataError(f"{path}:{line_no} is not valid JSON: {e}") from e
+      if not isinstance(entry, dict) or "file" not in entry:
+        raise DataError(f"{path}:{line_no} must be a JSON object with a 'file' key.")
+      if entry.get("prompt") is None:
+        continue
+      file = str(entry["file"])
+      if os.path.isabs(file):
+        file = os.path.relpath(file, root)
+      prompt_of[os.path.normpath(file).replace(os.sep, "/")] = str(entry["prompt"])
+  ids: dict[str, int] = {}
+  for i, file in enumerate(files):
+    prompt = prompt_of.get(file)
+    if prompt is not None:
+      prompt_ids[i] = ids.setdefault(prompt, len(ids))
+  return prompt_ids
+
+
+def load_synthetic(
+  synthetic_dir: str, class_names: Sequence[str], *, image_size: int
+) -> SyntheticSet:
+  """Reads a synthetic support folder that follows the contract above.
+
+  Args:
+    synthetic_dir: the folder (config key data.synthetic_dir).
+    class_names: the real data set's class names; label i means class_names[i].
+    image_size: output side length in pixels.
+
+  Returns:
+    A SyntheticSet; classes without images are logged once and listed in missing_classes.
+
+  Raises:
+    ConfigError: synthetic_dir is empty/None.
+    DataError: the folder is missing, has no class folders or no images, a folder matches no
+      class (message lists the nearest class names), or an image cannot be decoded (its path).
+  """
+  files, labels, missing = _scan(synthetic_dir, class_names)
+  images = _read_images(synthetic_dir, files, image_size)
+  prompt_ids = _read_prompt_ids(synthetic_dir, files)
+  return SyntheticSet(images, labels, files, prompt_ids, missing)
+
+
+def load_image_folder(
+  root: str, *, image_size: int, class_names: Sequence[str] | None = None
+) -> tuple[Split, list[str]]:
+  """Reads class-named sub-folders of real images with the same code as `load_synthetic`.
+
+  Without class_names the classes are the sorted visible sub-folder names; with them, folders
+  are matched after normalisation and a folder matching none is a DataError.
+
+  Returns:
+    (Split with images uint8 [N, S, S, 3] and labels int32 [N], the class names used).
+  """
+  if class_names is None:
+    class_names = _class_folders(root)
+  class_names = list(class_names)
+  files, labels, _ = _scan(root, class_names)
+  return Split(_read_images(root, files, image_size), labels), class_names

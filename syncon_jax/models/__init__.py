@@ -1,0 +1,90 @@
+"""Model registry: encoder + projection head built from `config.model`.
+
+model = create_model(config.model, rngs=nnx.Rngs(config.seed))
+h, z = model(images, train=True)   # h [B, feat_dim], z [B, proj_dim], both float32
+"""
+
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+from flax import nnx
+
+from syncon_jax.errors import ConfigError
+from syncon_jax.models.heads import LinearClassifier, ProjectionHead
+from syncon_jax.models.resnet import ResNet, resnet18, resnet50, resnet_tiny
+
+# name -> constructor(*, stem, width, bn_momentum, dtype, rngs) -> ResNet
+MODELS: dict[str, Callable[..., ResNet]] = {
+  "resnet18": resnet18,
+  "resnet50": resnet50,
+  "resnet_tiny": resnet_tiny,
+}
+
+DTYPES: dict[str, jnp.dtype] = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+_REQUIRED_KEYS = ("name", "stem", "width", "proj_hidden_dim", "proj_dim", "dtype", "bn_momentum")
+
+
+class ContrastiveModel(nnx.Module):
+  """Encoder followed by a projection head.
+
+  __call__: images [batch, H, W, 3] -> (h [batch, feat_dim], z [batch, proj_dim]), float32;
+  z is not normalised.
+  """
+
+  def __init__(self, encoder: ResNet, head: ProjectionHead):
+    self.encoder = encoder
+    self.head = head
+    self.feat_dim = encoder.feat_dim
+
+  def __call__(self, x: jax.Array, *, train: bool) -> tuple[jax.Array, jax.Array]:
+    h = self.encoder(x, train=train)
+    return h, self.head(h, train=train)
+
+  def encode(self, x: jax.Array, *, train: bool = False) -> jax.Array:
+    """images [batch, H, W, 3] -> h [batch, feat_dim] float32 (the representation we evaluate)."""
+    return self.encoder(x, train=train)
+
+
+def create_model(model_config: ml_collections.ConfigDict, *, rngs: nnx.Rngs) -> ContrastiveModel:
+  """Builds the encoder named by `model_config.name` and its projection head."""
+  missing = [k for k in _REQUIRED_KEYS if k not in model_config]
+  if missing:
+    raise ConfigError(f"config.model is missing keys {missing}; required: {list(_REQUIRED_KEYS)}")
+  name = model_config.name
+  if name not in MODELS:
+    raise ConfigError(f"model.name={name!r} is not a known model; valid: {sorted(MODELS)}")
+  if model_config.dtype not in DTYPES:
+    raise ConfigError(
+      f"model.dtype={model_config.dtype!r} is not supported; valid: {sorted(DTYPES)}"
+    )
+  dtype = DTYPES[model_config.dtype]
+  encoder = MODELS[name](
+    stem=model_config.stem,
+    width=model_config.width,
+    bn_momentum=model_config.bn_momentum,
+    dtype=dtype,
+    rngs=rngs,
+  )
+  head = ProjectionHead(
+    encoder.feat_dim,
+    model_config.proj_hidden_dim,
+    model_config.proj_dim,
+    bn_momentum=model_config.bn_momentum,
+    dtype=dtype,
+    rngs=rngs,
+  )
+  return ContrastiveModel(encoder, head)
+
+
+__all__ = [
+  "DTYPES",
+  "MODELS",
+  "ContrastiveModel",
+  "LinearClassifier",
+  "ProjectionHead",
+  "ResNet",
+  "create_model",
+]

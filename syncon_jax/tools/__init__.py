@@ -1,0 +1,1 @@
+"""Small command-line tools: rendering synthetic digits, reports."""

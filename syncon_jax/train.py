@@ -1,0 +1,371 @@
+"""train_and_evaluate: mesh, state, the jitted train step, the loop, checkpoints and logs.
+
+One trainer for every method: what differs between methods lives in objectives/ and losses.py.
+The step is one `jax.jit` over a 1-D mesh of every device of every process, axis 'data'. The
+batch is sharded on that axis, the state replicated; the loss sees the global batch, so every
+device's samples are negatives for every other and BatchNorm statistics are global (synced BN).
+"""
+
+import json
+import math
+import os
+import time
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from absl import logging
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from syncon_jax import augment, checkpoint, data, metrics, models, objectives
+from syncon_jax.data import folders, sampler
+from syncon_jax.errors import ConfigError
+
+
+class TrainState(NamedTuple):
+  """Everything a resumed run needs; the PRNG key is derived from (seed, step), never stored."""
+
+  step: jax.Array  # int32 scalar: steps completed
+  params: nnx.State  # the model's nnx.Param collection
+  model_state: nnx.State  # everything else in the model (BatchNorm statistics)
+  opt_state: optax.OptState
+  objective: Any  # the objective's own state (synthetic weights, ...)
+
+
+# ----------------------------------------------------------------------------------------------
+# Optimiser.
+
+
+def make_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
+  """Linear warmup to optimizer.learning_rate, then cosine decay to 0 at total_steps."""
+  oc = config.optimizer
+  if oc.schedule != "cosine":
+    raise ConfigError(f"Unknown optimizer.schedule {oc.schedule!r}; valid: ['cosine']")
+  return optax.warmup_cosine_decay_schedule(
+    init_value=0.0,
+    peak_value=oc.learning_rate,
+    warmup_steps=oc.warmup_steps,
+    decay_steps=max(config.total_steps, oc.warmup_steps + 1),
+    end_value=0.0,
+  )
+
+
+def _decay_mask(params):
+  # Weight decay (and LARS trust ratios) only on kernels: biases and BatchNorm scales are
+  # excluded, as in SimCLR and SupContrast.
+  return jax.tree.map(lambda p: p.ndim > 1, params)
+
+
+OPTIMIZERS: dict[str, Callable[[ml_collections.ConfigDict, optax.Schedule], Any]] = {
+  "sgd": lambda oc, lr: optax.chain(
+    optax.add_decayed_weights(oc.weight_decay, mask=_decay_mask),
+    optax.sgd(lr, momentum=oc.momentum, nesterov=False),
+  ),
+  "lars": lambda oc, lr: optax.lars(
+    lr,
+    weight_decay=oc.weight_decay,
+    weight_decay_mask=_decay_mask,
+    trust_ratio_mask=_decay_mask,
+    momentum=oc.momentum,
+  ),
+  "adamw": lambda oc, lr: optax.adamw(lr, weight_decay=oc.weight_decay, mask=_decay_mask),
+}
+
+
+def make_optimizer(config: ml_collections.ConfigDict):
+  name = config.optimizer.name
+  if name not in OPTIMIZERS:
+    raise ConfigError(f"Unknown optimizer.name {name!r}; valid: {sorted(OPTIMIZERS)}")
+  schedule = make_schedule(config)
+  return OPTIMIZERS[name](config.optimizer, schedule), schedule
+
+
+# ----------------------------------------------------------------------------------------------
+# State and step.
+
+
+def init_model(config, sharding=None) -> tuple[nnx.GraphDef, nnx.State, nnx.State]:
+  """-> (graphdef, params, model_state) of a fresh model from config.seed.
+
+  Initialised inside one jit, so the state is created directly with its sharding on every
+  host. Partitionable threefry is off here only: with it, XLA:CPU took ~25 s to compile the
+  initialisers of even the tiny test ResNet, against ~4 s without (the values differ, and stay
+  a pure function of the seed).
+  """
+  create = lambda: models.create_model(config.model, rngs=nnx.Rngs(config.seed))
+  graphdef = nnx.graphdef(nnx.eval_shape(create))
+  with jax.threefry_partitionable(False):
+    params, model_state = jax.jit(
+      lambda: nnx.split(create(), nnx.Param, ...)[1:], out_shardings=sharding
+    )()
+  return graphdef, params, model_state
+
+
+def create_train_state(
+  config, num_classes: int, tx, sharding=None
+) -> tuple[nnx.GraphDef, TrainState]:
+  """Initialises model, optimiser and objective state from config.seed."""
+  graphdef, params, model_state = init_model(config, sharding)
+  objective = objectives.get_objective(config.objective.name)
+  state = TrainState(
+    step=jnp.zeros((), jnp.int32),
+    params=params,
+    model_state=model_state,
+    opt_state=tx.init(params),
+    objective=objective.init_state(num_classes, config.objective),
+  )
+  return graphdef, jax.device_put(state, sharding) if sharding is not None else state
+
+
+def preprocess(images: jax.Array, config) -> jax.Array:
+  """[..., H, W, C] float in [0, 1] -> normalised by data.mean / data.std."""
+  mean = jnp.asarray(config.data.mean, jnp.float32)
+  std = jnp.asarray(config.data.std, jnp.float32)
+  return (images - mean) / std
+
+
+def make_train_step(graphdef: nnx.GraphDef, tx, config):
+  """Returns train_step(state, batch) -> (state, metrics), to be jitted by the caller.
+
+  batch (global arrays, leading axis sharded on 'data'):
+    real_images [B, H, W, 3] uint8, real_labels [B] int32, index [B] int (global stream position),
+    synthetic_images [B, S, H, W, 3] uint8, synthetic_valid [B, S] bool.
+  """
+  objective = objectives.get_objective(config.objective.name)
+  n_views = config.objective.n_views
+  base_key = jax.random.key(config.seed)
+
+  def train_step(state: TrainState, batch: dict[str, jax.Array]):
+    images = jnp.concatenate([batch["real_images"][:, None], batch["synthetic_images"]], axis=1)
+    b, k = images.shape[:2]  # k = 1 + synthetic_per_real
+    # One key per (sample, slot, view), from the sample's global position, so a sample's
+    # augmentation depends neither on the step's sharding nor on the number of hosts.
+    step_key = jax.random.fold_in(base_key, state.step)
+    keys = jax.vmap(lambda i: jax.random.split(jax.random.fold_in(step_key, i), k * n_views))(
+      batch["index"]
+    )
+    flat = jnp.broadcast_to(images[:, :, None], (b, k, n_views, *images.shape[2:]))
+    flat = flat.reshape(b * k * n_views, *images.shape[2:])
+    views = augment.augment_batch(
+      keys.reshape(-1), flat, config.augment, out_size=config.data.image_size
+    )
+    x = preprocess(views, config)
+
+    def loss_fn(params):
+      model = nnx.merge(graphdef, params, state.model_state, copy=True)
+      _, z = model(x, train=True)
+      z = z.astype(jnp.float32)
+      z = z / jnp.maximum(jnp.linalg.norm(z, axis=-1, keepdims=True), 1e-12)
+      z = z.reshape(b, k, n_views, z.shape[-1])
+      loss, aux = objective.loss(
+        z, batch["real_labels"], batch["synthetic_valid"], state.objective, config.objective
+      )
+      return loss, (aux, nnx.state(model, nnx.Not(nnx.Param)))
+
+    (loss, (aux, model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    new_state = state._replace(
+      step=state.step + 1, params=params, model_state=model_state, opt_state=opt_state
+    )
+    step_metrics = {"loss": loss, "grad_norm": optax.global_norm(grads), **aux}
+    return new_state, step_metrics
+
+  return train_step
+
+
+# ----------------------------------------------------------------------------------------------
+# Data.
+
+
+def make_mesh() -> Mesh:
+  # Auto axis types: XLA propagates the batch sharding and inserts the loss's collectives.
+  # (jax.make_mesh defaults to Explicit axes, which would make every op state its sharding.)
+  return jax.make_mesh((jax.device_count(),), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
+
+
+def check_batch_size(config) -> None:
+  if config.batch_size % jax.device_count():
+    raise ConfigError(
+      f"batch_size={config.batch_size} is not divisible by the {jax.device_count()} devices; "
+      "set --config.batch_size to a multiple of the device count."
+    )
+
+
+def load_data(config, uses_synthetic: bool):
+  """-> (train Split, class_names, synthetic SyntheticSet or None)."""
+  train, _, class_names = data.load_real(config.data)
+  synthetic = None
+  if uses_synthetic:
+    if not config.data.synthetic_dir:
+      raise ConfigError(
+        f"objective {config.objective.name!r} needs synthetic images: set data.synthetic_dir"
+      )
+    synthetic = folders.load_synthetic(
+      config.data.synthetic_dir, class_names, image_size=config.data.image_size
+    )
+  return train, class_names, synthetic
+
+
+def global_batch(host: dict[str, np.ndarray], sharding: NamedSharding) -> dict[str, jax.Array]:
+  """Process-local rows -> global arrays sharded on 'data' (one global batch across hosts)."""
+  keys = ("real_images", "real_labels", "index", "synthetic_images", "synthetic_valid")
+  return {k: jax.make_array_from_process_local_data(sharding, host[k]) for k in keys}
+
+
+# ----------------------------------------------------------------------------------------------
+# The loop.
+
+
+def _check_workdir_compatible(workdir: str, config) -> None:
+  """A workdir whose checkpoints come from another model or objective is an error, not a crash."""
+  path = os.path.join(workdir, "config.json")
+  if not os.path.exists(path) or not os.path.isdir(os.path.join(workdir, "checkpoints")):
+    return
+  with open(path) as f:
+    old = json.load(f)
+  for section, keys in (("model", ("name", "stem", "width", "proj_dim")), ("objective", ("name",))):
+    for key in keys:
+      before, now = old.get(section, {}).get(key), config[section].get(key)
+      if before is not None and before != now:
+        raise ConfigError(
+          f"Workdir {workdir} holds checkpoints of {section}.{key}={before!r}, but this run has "
+          f"{section}.{key}={now!r}. Use another --workdir, or the config that made it."
+        )
+
+
+def _write_config(workdir: str, config) -> None:
+  if jax.process_index() == 0:
+    os.makedirs(workdir, exist_ok=True)
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+      f.write(config.to_json(indent=2))
+
+
+def write_synthetic_weights(workdir: str, state: TrainState, class_names, config) -> dict:
+  """Writes <workdir>/synthetic_weights.json ({class name: weight}) and returns the dict."""
+  from syncon_jax.objectives import syncon
+
+  w = np.asarray(jax.device_get(syncon.class_weights(state.objective, config.objective)))
+  weights = {name: float(w[i]) for i, name in enumerate(class_names)}
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, "synthetic_weights.json"), "w") as f:
+      json.dump(weights, f, indent=2)
+  return weights
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
+  """Trains config.total_steps steps, resuming from the latest checkpoint in workdir."""
+  objective = objectives.get_objective(config.objective.name)
+  check_batch_size(config)
+  _check_workdir_compatible(workdir, config)
+  _write_config(workdir, config)
+
+  train, class_names, synthetic = load_data(config, objective.uses_synthetic)
+  s = config.data.synthetic_per_real if synthetic is not None else 0
+  batches = sampler.BatchSampler(
+    train.labels,
+    synthetic.labels if synthetic is not None else np.zeros((0,), np.int32),
+    num_classes=len(class_names),
+    batch_size=config.batch_size,
+    synthetic_per_real=s,
+    seed=config.seed,
+  )
+  syn_images = synthetic.images if synthetic is not None else train.images[:0]
+  logging.info(
+    "Data %s: %d real train images, %d classes, %d synthetic images, %d synthetic per real.",
+    config.data.name,
+    len(train.labels),
+    len(class_names),
+    len(syn_images),
+    s,
+  )
+
+  mesh = make_mesh()
+  replicated = NamedSharding(mesh, P())
+  batch_sharding = NamedSharding(mesh, P("data"))
+  tx, schedule = make_optimizer(config)
+  graphdef, state = create_train_state(config, len(class_names), tx, replicated)
+  n_params = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(state.params))
+  logging.info(
+    "Model %s: %.2fM parameters; mesh %s.", config.model.name, n_params / 1e6, mesh.shape
+  )
+
+  ckpt = checkpoint.Checkpointer(
+    workdir, keep=config.keep_checkpoints, every_steps=config.checkpoint_every_steps
+  )
+  latest = ckpt.latest_step()
+  if latest is not None:
+    state = ckpt.restore(latest, state)
+    logging.info("Restored checkpoint at step %d from %s.", latest, ckpt.directory)
+  else:
+    logging.info("No checkpoint in %s: starting from step 0.", ckpt.directory)
+
+  step_fn = jax.jit(
+    make_train_step(graphdef, tx, config),
+    donate_argnums=(0,),
+    out_shardings=(replicated, replicated),
+  )
+  writer = metrics.MetricWriter(workdir)
+  is_syncon = config.objective.name == "syncon"
+  start = int(jax.device_get(state.step))
+  total = config.total_steps
+  views_per_step = config.batch_size * (1 + s) * config.objective.n_views
+  t_start, t_last, step_last = time.time(), time.time(), start
+  pending = None
+  for step in range(start, total):
+    host = batches.host_batch(
+      step,
+      train.images,
+      syn_images,
+      process_index=jax.process_index(),
+      process_count=jax.process_count(),
+    )
+    state, step_metrics = step_fn(state, global_batch(host, batch_sharding))
+    done = step + 1
+    if step == start:
+      # Throughput and ETA count from the end of the first step, which includes compilation.
+      jax.block_until_ready(step_metrics)
+      t_last, step_last = time.time(), done
+      logging.info("First step (compilation included) took %.1fs.", t_last - t_start)
+    if done % config.log_every_steps == 0 or done == total:
+      pending = jax.device_get(step_metrics)
+      now = time.time()
+      rate = (done - step_last) / max(now - t_last, 1e-9) if done > step_last else 0.0
+      t_last, step_last = now, done
+      row = {k: float(v) for k, v in pending.items()}
+      row["learning_rate"] = float(schedule(step))
+      row["images_per_sec"] = rate * config.batch_size
+      row["views_per_sec"] = rate * views_per_step
+      if is_syncon:
+        for name, w in write_synthetic_weights(workdir, state, class_names, config).items():
+          row[f"synthetic_weight/{name}"] = w
+      writer.write(done, row)
+      eta = (total - done) / max(rate, 1e-9)
+      logging.info(
+        "step %d/%d  loss %.4f  lr %.4g  %.1f img/s (%.1f views/s)  elapsed %.0fs  ETA %.0fs",
+        done,
+        total,
+        row["loss"],
+        row["learning_rate"],
+        row["images_per_sec"],
+        row["views_per_sec"],
+        now - t_start,
+        eta,
+      )
+      if not math.isfinite(row["loss"]):
+        raise FloatingPointError(
+          f"Loss is {row['loss']} at step {done}; the last good checkpoint is kept in "
+          f"{ckpt.directory}. Lower optimizer.learning_rate or check the data."
+        )
+    if ckpt.save(done, state, last=done == total):
+      logging.info("Saved checkpoint at step %d.", done)
+  ckpt.wait()
+  ckpt.close()
+  writer.close()
+  return state

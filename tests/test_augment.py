@@ -1,0 +1,453 @@
+"""Each augmentation op against its definition, written independently in numpy (float64)."""
+
+import colorsys
+import functools
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from syncon_jax import augment
+from syncon_jax.errors import ConfigError, DataError
+
+LUMA = np.array([0.299, 0.587, 0.114])
+
+
+def _config(**overrides) -> ml_collections.ConfigDict:
+  """A config.augment with every op off (identity pipeline) unless overridden."""
+  c = ml_collections.ConfigDict(
+    dict(
+      crop_scale=(1.0, 1.0),
+      crop_ratio=(1.0, 1.0),
+      flip=False,
+      jitter_prob=0.0,
+      brightness=0.0,
+      contrast=0.0,
+      saturation=0.0,
+      hue=0.0,
+      grayscale_prob=0.0,
+      blur_prob=0.0,
+      blur_sigma=(0.1, 2.0),
+    )
+  )
+  c.update(overrides)
+  return c
+
+
+def _image(seed: int, shape=(8, 10, 3)) -> np.ndarray:
+  return np.random.default_rng(seed).random(shape)
+
+
+def _keys(n: int, seed: int = 0) -> jax.Array:
+  return jax.random.split(jax.random.key(seed), n)
+
+
+@functools.cache
+def _jitted_augment(cfg_items: tuple, out_size: int):
+  cfg = _config(**dict(cfg_items))
+  return jax.jit(lambda k, x: augment.augment_batch(k, x, cfg, out_size=out_size))
+
+
+def _run(cfg: ml_collections.ConfigDict, keys, images, out_size: int) -> np.ndarray:
+  items = tuple(sorted(cfg.to_dict().items()))
+  return np.asarray(_jitted_augment(items, out_size)(keys, images))
+
+
+# --------------------------------------------------------------------------- numpy references
+
+
+def np_gray(image: np.ndarray) -> np.ndarray:
+  return image @ LUMA
+
+
+def np_bilinear_box(image: np.ndarray, box, out_size: int) -> np.ndarray:
+  """Half-pixel bilinear sampling of `box` from the full image, coordinates clamped to it."""
+  top, left, bh, bw = (float(v) for v in box)
+  height, width = image.shape[:2]
+
+  def taps(start, size, n):
+    pos = start + (np.arange(out_size) + 0.5) * size / out_size - 0.5
+    pos = np.clip(pos, 0, n - 1)
+    lo = np.floor(pos).astype(int)
+    hi = np.minimum(lo + 1, n - 1)
+    return lo, hi, pos - lo
+
+  y0, y1, fy = taps(top, bh, height)
+  x0, x1, fx = taps(left, bw, width)
+  rows = image[y0] * (1 - fy)[:, None, None] + image[y1] * fy[:, None, None]
+  return rows[:, x0] * (1 - fx)[None, :, None] + rows[:, x1] * fx[None, :, None]
+
+
+def np_hue_shift(image: np.ndarray, delta: float) -> np.ndarray:
+  out = np.empty_like(image)
+  for idx in np.ndindex(image.shape[:-1]):
+    h, s, v = colorsys.rgb_to_hsv(*image[idx])
+    out[idx] = colorsys.hsv_to_rgb((h + delta) % 1.0, s, v)
+  return out
+
+
+def np_jitter(image: np.ndarray, order, b, c, s, h) -> np.ndarray:
+  for op in order:
+    if op == 0:
+      image = np.clip(b * image, 0, 1)
+    elif op == 1:
+      image = np.clip(c * image + (1 - c) * np_gray(image).mean(), 0, 1)
+    elif op == 2:
+      image = np.clip(s * image + (1 - s) * np_gray(image)[..., None], 0, 1)
+    else:
+      image = np_hue_shift(image, h)
+  return image
+
+
+def np_gauss_blur(image: np.ndarray, sigma: float, kernel_size: int) -> np.ndarray:
+  r = kernel_size // 2
+  x = np.arange(-r, r + 1, dtype=np.float64)
+  k = np.exp(-0.5 * (x / sigma) ** 2)
+  k /= k.sum()
+  padded = np.pad(image, ((r, r), (r, r), (0, 0)), mode="reflect")
+  height, width = image.shape[:2]
+  rows = sum(k[i] * padded[i : i + height] for i in range(kernel_size))
+  return sum(k[j] * rows[:, j : j + width] for j in range(kernel_size))
+
+
+# --------------------------------------------------------------------------- crop
+
+
+def test_crop_box_within_image_with_area_and_ratio_in_range():
+  height, width, n = 300, 240, 2000
+  # Every try fits here (widest box sqrt(0.2 * 300 * 240 * 2) = 170 px), so the first try is
+  # kept and its area is uniform in `scale`.
+  scale, ratio = (0.05, 0.2), (0.5, 2.0)
+  sampler = jax.jit(
+    jax.vmap(lambda k: augment.sample_crop_box(k, height, width, scale=scale, ratio=ratio))
+  )
+  top, left, bh, bw = np.asarray(sampler(_keys(n))).T
+  assert (top >= 0).all() and (left >= 0).all() and (bh > 0).all() and (bw > 0).all()
+  assert (top + bh <= height).all() and (left + bw <= width).all()
+  # Rounding each side moves the area by at most half of each side (+ 1/4 pixel).
+  frac = bh * bw / (height * width)
+  tol = (0.5 * (bh + bw) + 0.25) / (height * width)
+  assert ((frac >= scale[0] - tol) & (frac <= scale[1] + tol)).all()
+  assert abs(frac.mean() - np.mean(scale)) < 0.005
+  # log(aspect) uniform over log(ratio): symmetric around 0, reaching near both ends.
+  log_aspect = np.log(bw / bh)
+  assert abs(log_aspect.mean()) < 0.03
+  assert log_aspect.min() < np.log(0.55) and log_aspect.max() > np.log(1.8)
+  assert (np.abs(log_aspect) <= np.log(2.0) + 0.05).all()
+  # Positions are uniform integers over [0, height - box_height], both ends included.
+  assert (top == 0).sum() > 0 and (top == height - bh).sum() > 0
+  assert abs(np.mean(top / (height - bh)) - 0.5) < 0.03
+
+
+def test_crop_box_falls_back_to_centre_crop_when_nothing_fits():
+  # Area >= 90% at aspect >= 3 cannot fit a square image: every try fails.
+  sampler = jax.jit(
+    jax.vmap(lambda k: augment.sample_crop_box(k, 30, 30, scale=(0.9, 1.0), ratio=(3.0, 4.0)))
+  )
+  boxes = np.asarray(sampler(_keys(20)))
+  h = round(30 / 3.0)
+  np.testing.assert_array_equal(boxes, np.tile([(30 - h) // 2, 0, h, 30], (20, 1)))
+
+
+def test_crop_identity_at_full_scale():
+  image = jnp.asarray(_image(0, (9, 9, 3)).astype(np.float32))
+  crop = jax.jit(
+    jax.vmap(
+      lambda k: augment.random_resized_crop(
+        k, image, scale=(1.0, 1.0), ratio=(1.0, 1.0), out_size=9
+      )
+    )
+  )
+  out = np.asarray(crop(_keys(3)))
+  np.testing.assert_allclose(out, np.broadcast_to(image, out.shape), atol=1e-6)
+
+
+@pytest.mark.parametrize("out_size", [5, 16])
+def test_crop_resamples_its_box_bilinearly(out_size):
+  image = _image(1, (12, 10, 3))
+  kwargs = dict(scale=(0.2, 0.8), ratio=(0.75, 4 / 3))
+
+  def crop(key):
+    box = augment.sample_crop_box(key, 12, 10, **kwargs)
+    return box, augment.random_resized_crop(key, jnp.asarray(image), out_size=out_size, **kwargs)
+
+  with jax.enable_x64(True):
+    boxes, outs = jax.jit(jax.vmap(crop))(_keys(4))
+  assert outs.shape == (4, out_size, out_size, 3)
+  for box, out in zip(np.asarray(boxes), np.asarray(outs), strict=True):
+    np.testing.assert_allclose(out, np_bilinear_box(image, box, out_size), atol=1e-10)
+
+
+# --------------------------------------------------------------------------- flip, grayscale
+
+
+def test_flip():
+  image = jnp.asarray(_image(2))
+  key = jax.random.key(0)
+  np.testing.assert_array_equal(augment.random_flip(key, image, prob=0.0), image)
+  np.testing.assert_array_equal(augment.random_flip(key, image, prob=1.0), np.fliplr(image))
+  flips = jax.jit(jax.vmap(lambda k: augment.random_flip(k, image, prob=0.5)))(_keys(400))
+  flipped = np.all(np.asarray(flips) == np.fliplr(image), axis=(1, 2, 3))
+  kept = np.all(np.asarray(flips) == np.asarray(image), axis=(1, 2, 3))
+  assert (flipped ^ kept).all()
+  assert 0.4 < flipped.mean() < 0.6
+
+
+def test_grayscale_equals_numpy_luma():
+  image = _image(3)
+  key = jax.random.key(0)
+  with jax.enable_x64(True):
+    out = np.asarray(augment.random_grayscale(key, jnp.asarray(image), prob=1.0))
+    np.testing.assert_array_equal(
+      augment.random_grayscale(key, jnp.asarray(image), prob=0.0), image
+    )
+  np.testing.assert_allclose(out, np.repeat(np_gray(image)[..., None], 3, axis=-1), atol=1e-12)
+
+
+# --------------------------------------------------------------------------- colour
+
+
+def test_hsv_matches_colorsys_and_round_trips():
+  rgb = np.concatenate([_image(4, (200, 3)), np.eye(3), [[0.5, 0.5, 0.5], [0, 0, 0], [1, 1, 1]]])
+  with jax.enable_x64(True):
+    convert = jax.jit(lambda x: (augment.rgb_to_hsv(x), augment.hsv_to_rgb(augment.rgb_to_hsv(x))))
+    hsv, back = (np.asarray(a) for a in convert(jnp.asarray(rgb)))
+  expected = np.array([colorsys.rgb_to_hsv(*p) for p in rgb])
+  hue_gap = np.abs(hsv[:, 0] - expected[:, 0])
+  np.testing.assert_allclose(np.minimum(hue_gap, 1 - hue_gap), 0, atol=1e-12)
+  np.testing.assert_allclose(hsv[:, 1:], expected[:, 1:], atol=1e-12)
+  np.testing.assert_allclose(back, rgb, atol=1e-12)
+  np.testing.assert_allclose(back, [colorsys.hsv_to_rgb(*p) for p in hsv], atol=1e-12)
+
+
+def test_hue_shift_matches_colorsys():
+  image = _image(5, (4, 5, 3))
+  deltas = [0.0, 0.1, -0.37, 0.5]
+  with jax.enable_x64(True):
+    shift = jax.jit(jax.vmap(augment.adjust_hue, in_axes=(None, 0)))
+    outs = np.asarray(shift(jnp.asarray(image), jnp.asarray(deltas)))
+  for delta, out in zip(deltas, outs, strict=True):
+    np.testing.assert_allclose(out, np_hue_shift(image, delta), atol=1e-12)
+
+
+def test_brightness_contrast_saturation_definitions():
+  image = _image(6)
+  with jax.enable_x64(True):
+    x = jnp.asarray(image)
+    for f in (0.0, 0.6, 1.7):
+      np.testing.assert_allclose(augment.adjust_brightness(x, f), np.clip(f * image, 0, 1))
+      np.testing.assert_allclose(
+        augment.adjust_contrast(x, f),
+        np.clip(f * image + (1 - f) * np_gray(image).mean(), 0, 1),
+        atol=1e-12,
+      )
+      np.testing.assert_allclose(
+        augment.adjust_saturation(x, f),
+        np.clip(f * image + (1 - f) * np_gray(image)[..., None], 0, 1),
+        atol=1e-12,
+      )
+
+
+def test_color_jitter_zero_strength_or_prob_is_identity():
+  image = jnp.asarray(_image(7).astype(np.float32))
+
+  @jax.jit
+  def both(key):
+    zero = augment.color_jitter(
+      key, image, brightness=0.0, contrast=0.0, saturation=0.0, hue=0.0, prob=1.0
+    )
+    never = augment.color_jitter(
+      key, image, brightness=0.8, contrast=0.8, saturation=0.8, hue=0.5, prob=0.0
+    )
+    return zero, never
+
+  zero, never = both(jax.random.key(1))
+  np.testing.assert_array_equal(zero, image)
+  np.testing.assert_array_equal(never, image)
+
+
+def test_color_jitter_brightness_alone_multiplies_by_one_factor():
+  image = jnp.asarray(_image(8).astype(np.float32))
+  jitter = jax.jit(
+    jax.vmap(
+      lambda k: augment.color_jitter(
+        k, image, brightness=0.5, contrast=0.0, saturation=0.0, hue=0.0, prob=1.0
+      )
+    )
+  )
+  outs = jitter(_keys(30))
+  img = np.asarray(image, np.float64)
+  factors = []
+  for out in np.asarray(outs, np.float64):
+    unclipped = out < 1.0
+    f = np.median(out[unclipped] / img[unclipped])
+    factors.append(f)
+    np.testing.assert_allclose(out, np.clip(f * img, 0, 1), atol=1e-6)
+  assert 0.5 <= min(factors) and max(factors) <= 1.5 and np.ptp(factors) > 0.5
+
+
+def test_color_jitter_matches_numpy_for_its_drawn_params():
+  image = _image(9, (5, 6, 3))
+  strengths = dict(brightness=0.4, contrast=0.5, saturation=0.6, hue=0.2)
+
+  def jitter(key):
+    out = augment.color_jitter(key, jnp.asarray(image), prob=1.0, **strengths)
+    # color_jitter splits its key into (apply, params); the params come from the second.
+    params = augment.jitter_params(jax.random.split(key)[1], dtype=jnp.float64, **strengths)
+    return out, params
+
+  with jax.enable_x64(True):
+    outs, params = jax.tree.map(np.asarray, jax.jit(jax.vmap(jitter))(_keys(12)))
+  orders = set()
+  for i, out in enumerate(outs):
+    p = [float(v[i]) for v in params[1:]]
+    order = tuple(int(o) for o in params.order[i])
+    orders.add(order)
+    assert sorted(order) == [0, 1, 2, 3]
+    assert 0.6 <= p[0] <= 1.4 and 0.5 <= p[1] <= 1.5 and 0.4 <= p[2] <= 1.6 and -0.2 <= p[3] <= 0.2
+    np.testing.assert_allclose(out, np_jitter(image, order, *p), atol=1e-10)
+  assert len(orders) > 3  # the order is random, not fixed
+
+
+# --------------------------------------------------------------------------- blur
+
+
+def test_blur_kernel_sums_to_one_and_is_gaussian():
+  for sigma in (0.3, 1.0, 2.5):
+    k = np.asarray(augment.gaussian_kernel1d(sigma, 7))
+    x = np.arange(-3, 4)
+    expected = np.exp(-(x**2) / (2 * sigma**2))
+    np.testing.assert_allclose(k.sum(), 1.0, rtol=1e-6)
+    np.testing.assert_allclose(k, expected / expected.sum(), rtol=1e-5)
+
+
+def test_blur_kernel_size_follows_simclr_rule():
+  assert augment.blur_kernel_size(224, 224) == 23  # SimCLR: 224 // 10 = 22 -> radius 11
+  assert augment.blur_kernel_size(96, 120) == 9
+  assert augment.blur_kernel_size(16, 16) == 3  # floor of 3 taps
+  assert all(augment.blur_kernel_size(s, s) % 2 == 1 for s in range(4, 300))
+
+
+@pytest.mark.parametrize("kernel_size", [None, 5])
+def test_gaussian_blur_equals_numpy_separable_convolution(kernel_size):
+  image = _image(10, (12, 9, 3))
+  sigma = 1.3
+  key = jax.random.key(0)
+  with jax.enable_x64(True):
+    out = augment.gaussian_blur(
+      key, jnp.asarray(image), sigma_range=(sigma, sigma), prob=1.0, kernel_size=kernel_size
+    )
+    off = augment.gaussian_blur(key, jnp.asarray(image), sigma_range=(0.1, 2.0), prob=0.0)
+  size = kernel_size or augment.blur_kernel_size(12, 9)
+  np.testing.assert_allclose(np.asarray(out), np_gauss_blur(image, sigma, size), atol=1e-12)
+  np.testing.assert_array_equal(np.asarray(off), image)
+
+
+# --------------------------------------------------------------------------- augment_batch
+
+
+def test_augment_batch_identity_config_returns_image():
+  images = (np.random.default_rng(11).random((3, 8, 8, 3)) * 255).astype(np.uint8)
+  out = _run(_config(), _keys(3), images, 8)
+  assert out.dtype == np.float32 and out.shape == (3, 8, 8, 3)
+  np.testing.assert_allclose(out, images / 255.0, atol=1e-6)
+
+
+def test_augment_batch_keys_and_input_types():
+  # Crop and flip only: cheap to compile, and every view differs with its key.
+  cfg = _config(crop_scale=(0.3, 1.0), crop_ratio=(0.75, 4 / 3), flip=True)
+  images = (np.random.default_rng(12).random((4, 12, 12, 3)) * 255).astype(np.uint8)
+  keys = _keys(4, seed=5)
+  out = _run(cfg, keys, images, 10)
+  assert out.shape == (4, 10, 10, 3) and out.dtype == np.float32
+  # Raw uint32 keys give the same as the typed keys they hold; float input in [0, 1] the same
+  # as the uint8 it came from.
+  raw_keys_float_images = _run(cfg, jax.random.key_data(keys), images / 255.0, 10)
+  np.testing.assert_allclose(raw_keys_float_images, out, atol=1e-6)
+  np.testing.assert_allclose(augment.to_float_image(images), images / 255.0, rtol=1e-6)
+
+
+def test_augment_batch_range_determinism_and_per_sample_independence():
+  # Every op on, at extreme strengths, with probabilities strictly inside (0, 1).
+  cfg = _config(
+    crop_scale=(0.05, 1.0),
+    crop_ratio=(0.2, 5.0),
+    flip=True,
+    jitter_prob=0.9,
+    brightness=5.0,
+    contrast=5.0,
+    saturation=5.0,
+    hue=0.5,
+    grayscale_prob=0.3,
+    blur_prob=0.7,
+    blur_sigma=(0.01, 10.0),
+  )
+  n = 6
+  images = np.random.default_rng(13).random((n, 12, 12, 3)).astype(np.float32)
+  images[0] = 0.0
+  images[1] = 1.0
+  keys = _keys(n, seed=7)
+  out = _run(cfg, keys, images, 10)
+  assert out.shape == (n, 10, 10, 3) and out.dtype == np.float32
+  assert np.isfinite(out).all() and out.min() >= 0.0 and out.max() <= 1.0
+  np.testing.assert_array_equal(_run(cfg, keys, images, 10), out)
+  # Different keys -> different views of the same image.
+  views = _run(cfg, keys, np.repeat(images[2:3], n, axis=0), 10)
+  for i in range(n):
+    for j in range(i):
+      assert np.abs(views[i] - views[j]).max() > 1e-3
+  # Sample i depends only on (key i, image i): reordering the batch or replacing the other
+  # images leaves it unchanged, and a batch holding only sample i reproduces it.
+  perm = np.array([3, 0, 5, 1, 4, 2])
+  np.testing.assert_allclose(_run(cfg, keys[perm], images[perm], 10), out[perm], atol=1e-6)
+  others = np.random.default_rng(14).random(images.shape).astype(np.float32)
+  others[4] = images[4]
+  np.testing.assert_allclose(_run(cfg, keys, others, 10)[4], out[4], atol=1e-6)
+  single = _run(cfg, keys[4:5], images[4:5], 10)
+  np.testing.assert_allclose(single[0], out[4], atol=1e-6)
+
+
+@pytest.mark.parametrize(
+  "key, value, match",
+  [
+    ("crop_scale", (0.0, 1.0), "augment.crop_scale"),
+    ("crop_scale", (0.8, 0.5), "augment.crop_scale"),
+    ("crop_ratio", (1.0,), "augment.crop_ratio"),
+    ("jitter_prob", 1.5, "augment.jitter_prob"),
+    ("hue", 0.7, "augment.hue"),
+    ("brightness", -0.1, "augment.brightness"),
+    ("blur_sigma", (0.0, 1.0), "augment.blur_sigma"),
+    ("blur_kernel_size", 4, "augment.blur_kernel_size"),
+    ("blur_sigmaa", (0.1, 1.0), "unknown keys.*blur_sigmaa"),
+  ],
+)
+def test_bad_config_raises_config_error_naming_the_key(key, value, match):
+  cfg = _config().to_dict()
+  cfg[key] = value
+  with pytest.raises(ConfigError, match=match):
+    augment.read_config(cfg)
+
+
+def test_missing_key_and_bad_images_raise():
+  cfg = _config().to_dict()
+  del cfg["hue"]
+  with pytest.raises(ConfigError, match="hue"):
+    augment.read_config(cfg)
+  with pytest.raises(DataError, match="3"):
+    augment.augment_batch(_keys(2), np.zeros((2, 8, 8, 1), np.uint8), _config(), out_size=8)
+  with pytest.raises(DataError, match="int32"):
+    augment.augment_batch(_keys(2), np.zeros((2, 8, 8, 3), np.int32), _config(), out_size=8)
+
+
+def test_digits_config_is_accepted():
+  import importlib.util
+  import pathlib
+
+  path = pathlib.Path(__file__).resolve().parents[1] / "configs" / "digits.py"
+  spec = importlib.util.spec_from_file_location("digits_config", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  cfg = augment.read_config(module.get_config().augment)
+  assert cfg.flip_prob == 0.0 and cfg.crop_scale == (0.5, 1.0)

@@ -1,0 +1,575 @@
+"""Tests for syncon_jax.losses: loop-based float64 numpy references written from each reference
+implementation's definition, identities between the losses, central differences, numerical
+hardening, and the blockwise path against the dense one."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from syncon_jax import losses
+from syncon_jax.errors import ConfigError
+
+# ------------------------------------------------------------------------------------------------
+# Independent numpy references (float64, explicit loops).
+# ------------------------------------------------------------------------------------------------
+
+
+def _np_normalize(x):
+  x = np.asarray(x, np.float64)
+  return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+def _np_logsumexp(values):
+  m = max(values)
+  return m + math.log(sum(math.exp(v - m) for v in values))
+
+
+def np_supcon(features, labels=None, mask=None, temperature=0.07, base_temperature=0.07,
+              contrast_mode="all"):  # fmt: skip
+  """SupContrast SupConLoss, anchor by anchor."""
+  feats = np.asarray(features, np.float64)
+  batch, n_views = feats.shape[:2]
+  feats = feats.reshape(batch, n_views, -1)
+  rows = [feats[r % batch, r // batch] for r in range(batch * n_views)]  # view-major
+  if labels is None and mask is None:
+    pos = np.eye(batch)
+  elif labels is not None:
+    pos = np.array([[float(labels[i] == labels[j]) for j in range(batch)] for i in range(batch)])
+  else:
+    pos = np.asarray(mask, np.float64)
+  anchors = range(len(rows)) if contrast_mode == "all" else range(batch)
+  out = []
+  for a in anchors:
+    logits = {c: float(rows[a] @ rows[c]) / temperature for c in range(len(rows)) if c != a}
+    lse = _np_logsumexp(list(logits.values()))
+    num = sum(pos[a % batch, c % batch] * (lg - lse) for c, lg in logits.items())
+    den = sum(pos[a % batch, c % batch] for c in logits)
+    out.append(-(temperature / base_temperature) * num / (1.0 if den < 1e-6 else den))
+  return float(np.mean(out))
+
+
+def np_syncon(features, labels, is_syn, weight, temperature=0.1, base_temperature=None,
+              valid=None):  # fmt: skip
+  """The SynCon formula of DESIGN.md with explicit sets A, P, U."""
+  base_temperature = temperature if base_temperature is None else base_temperature
+  x = np.asarray(features, np.float64)
+  n = x.shape[0]
+  valid = np.ones(n, bool) if valid is None else np.asarray(valid)
+  out = []
+  for i in range(n):
+    if is_syn[i] or not valid[i]:
+      continue
+    a_set = [j for j in range(n) if j != i and valid[j]]
+    p_set = [j for j in a_set if not is_syn[j] and labels[j] == labels[i]]
+    u_set = [j for j in a_set if is_syn[j] and labels[j] == labels[i]]
+    lse = _np_logsumexp([x[i] @ x[j] / temperature for j in a_set]) if a_set else 0.0
+    log_p = lambda j, i=i, lse=lse: x[i] @ x[j] / temperature - lse
+    loss = 0.0
+    if p_set:
+      loss -= sum(log_p(j) for j in p_set) / len(p_set)
+    if u_set:
+      loss -= sum(weight[j] * log_p(j) for j in u_set) / len(u_set)
+    out.append(loss)
+  return (temperature / base_temperature) * (float(np.mean(out)) if out else 0.0)
+
+
+def np_ntxent(z1, z2, temperature=0.5):
+  """lightly NTXentLoss (no memory bank): rows [out_v . other view, out_v . same view but self]."""
+  out0, out1 = _np_normalize(z1), _np_normalize(z2)
+  batch = out0.shape[0]
+  losses_ = []
+  for mine, other in ((out0, out1), (out1, out0)):
+    for i in range(batch):
+      row = [mine[i] @ other[j] / temperature for j in range(batch)]
+      row += [mine[i] @ mine[j] / temperature for j in range(batch) if j != i]
+      losses_.append(_np_logsumexp(row) - row[i])
+  return float(np.mean(losses_))
+
+
+def np_multipos(features, labels, temperature=0.1):
+  """StableRep MultiPosConLoss: self logit minus 1e9, target uniform over same-label others."""
+  x = _np_normalize(features)
+  n = x.shape[0]
+  out = []
+  for i in range(n):
+    logits = [x[i] @ x[j] / temperature - (1e9 if j == i else 0.0) for j in range(n)]
+    lse = _np_logsumexp(logits)
+    targets = [float(labels[j] == labels[i] and j != i) for j in range(n)]
+    norm = max(sum(targets), 1.0)
+    out.append(-sum(t / norm * (lg - lse) for t, lg in zip(targets, logits, strict=True)))
+  return float(np.mean(out))
+
+
+def np_moco(q, k, queue, temperature=0.07):
+  q, k = _np_normalize(q), _np_normalize(k)
+  queue = np.asarray(queue, np.float64)
+  out = []
+  for i in range(q.shape[0]):
+    logits = [q[i] @ k[i] / temperature] + [
+      q[i] @ queue[j] / temperature for j in range(len(queue))
+    ]
+    out.append(_np_logsumexp(logits) - logits[0])
+  return float(np.mean(out))
+
+
+def np_dist(a, b, metric):
+  a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+  if metric == "euclidean":
+    return float(np.sqrt(np.sum((a - b) ** 2)))
+  if metric == "squared_euclidean":
+    return float(np.sum((a - b) ** 2))
+  return float(1 - a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+def np_batch_hard(x, labels, margin, metric):
+  n = len(labels)
+  out = []
+  for a in range(n):
+    d_pos = [np_dist(x[a], x[p], metric) for p in range(n) if p != a and labels[p] == labels[a]]
+    d_neg = [np_dist(x[a], x[j], metric) for j in range(n) if labels[j] != labels[a]]
+    if d_pos and d_neg:
+      out.append(max(0.0, max(d_pos) - min(d_neg) + margin))
+  return float(np.mean(out)) if out else 0.0
+
+
+def np_batch_all(x, labels, margin, metric, average):
+  n = len(labels)
+  hinges = []
+  for a in range(n):
+    for p in range(n):
+      for j in range(n):
+        if p != a and labels[p] == labels[a] and labels[j] != labels[a]:
+          d = np_dist(x[a], x[p], metric) - np_dist(x[a], x[j], metric) + margin
+          hinges.append(max(0.0, d))
+  counted = [h for h in hinges if h > 1e-16] if average == "positive" else hinges
+  return sum(hinges) / len(counted) if counted else 0.0
+
+
+# ------------------------------------------------------------------------------------------------
+# Helpers.
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def x64():
+  with jax.enable_x64(True):
+    yield
+
+
+def _unit(rng, shape, dtype=np.float64):
+  return _np_normalize(rng.normal(size=shape)).astype(dtype)
+
+
+def _syncon_batch(rng, n=12, dim=4, n_classes=3, dtype=np.float64):
+  x = _unit(rng, (n, dim), dtype)
+  labels = rng.integers(0, n_classes, n)
+  is_syn = rng.random(n) < 0.4
+  weight = rng.uniform(0.1, 1.0, n).astype(dtype)
+  return x, labels, is_syn, weight
+
+
+def _central_grad(f, x, eps=1e-6):
+  """Full central-difference gradient of scalar f at float64 array x."""
+  x = np.asarray(x, np.float64)
+  grad = np.zeros_like(x)
+  for idx in np.ndindex(x.shape):
+    step = np.zeros_like(x)
+    step[idx] = eps
+    grad[idx] = (float(f(x + step)) - float(f(x - step))) / (2 * eps)
+  return grad
+
+
+def _finite(tree):
+  return all(bool(jnp.all(jnp.isfinite(leaf))) for leaf in jax.tree.leaves(tree))
+
+
+# ------------------------------------------------------------------------------------------------
+# Exactness against the references (float64, 1e-10).
+# ------------------------------------------------------------------------------------------------
+
+# The float64 tests share shapes (6 samples x 2 views x dim 4 = 12 rows, blocks of 5, which
+# divide neither 12 nor 6) so that the jitted loss core compiles once per variant and is reused.
+BATCH, VIEWS, DIM, BLOCK = 6, 2, 4, 5
+LABELS6 = np.array([0, 1, 0, 2, 1, 0])
+LABELS12 = np.array([0, 1, 0, 2, 1, 0, 3, 2, 2, 4, 1, 0])  # 3 and 4 have no positive
+
+SUPCON_CASES = {
+  "simclr": dict(),
+  "labels": dict(labels=LABELS6),
+  "one": dict(labels=LABELS6, contrast_mode="one"),
+  "asym_mask": dict(mask=(np.random.default_rng(7).random((6, 6)) < 0.4).astype(float)),
+  "fractional_mask_one": dict(mask=np.random.default_rng(8).random((6, 6)) * 0.5,
+                              contrast_mode="one"),
+  "no_positive_anchor": dict(labels=np.arange(6)),
+  "base_temperature": dict(labels=LABELS6, base_temperature=0.2),
+}  # fmt: skip
+
+
+# simclr's blockwise path is the one ntxent's test runs.
+@pytest.mark.parametrize(
+  "case,block_size",
+  [(case, None) for case in sorted(SUPCON_CASES)]
+  + [(case, BLOCK) for case in sorted(SUPCON_CASES) if case != "simclr"],
+)
+def test_supcon_matches_reference(x64, case, block_size):
+  rng = np.random.default_rng(0)
+  features = _unit(rng, (BATCH, VIEWS, DIM))
+  kwargs = SUPCON_CASES[case]
+  mine = losses.supcon_loss(features, temperature=0.1, block_size=block_size, **kwargs)
+  ref_kwargs = dict(kwargs, temperature=0.1)
+  ref_kwargs.setdefault("base_temperature", 0.07)
+  assert float(mine) == pytest.approx(np_supcon(features, **ref_kwargs), rel=1e-10, abs=1e-12)
+
+
+def test_supcon_unnormalised_features_match_reference_unchanged(x64):
+  # SupContrast does not normalise; neither do we, so raw features give its numbers too.
+  features = np.random.default_rng(1).normal(size=(BATCH, VIEWS, DIM))
+  mine = losses.supcon_loss(features, labels=LABELS6, temperature=0.5)
+  ref = np_supcon(features, labels=LABELS6, temperature=0.5)
+  assert float(mine) == pytest.approx(ref, rel=1e-10)
+
+
+@pytest.mark.parametrize("block_size", [None, BLOCK])
+def test_syncon_matches_reference(x64, block_size):
+  x, labels, is_syn, weight = _syncon_batch(np.random.default_rng(2))
+  valid = np.random.default_rng(3).random(len(labels)) > 0.2
+  for kwargs in (dict(), dict(base_temperature=0.07), dict(valid=valid)):
+    mine = losses.syncon_loss(x, labels, is_syn, weight, temperature=0.2, block_size=block_size,
+                              **kwargs)  # fmt: skip
+    ref = np_syncon(x, labels, is_syn, weight, temperature=0.2, **kwargs)
+    assert float(mine) == pytest.approx(ref, rel=1e-10)
+
+
+@pytest.mark.parametrize("block_size", [None, BLOCK])
+def test_ntxent_matches_reference(x64, block_size):
+  rng = np.random.default_rng(4)
+  z1, z2 = (
+    rng.normal(size=(BATCH, DIM)) * 3,
+    rng.normal(size=(BATCH, DIM)),
+  )  # not unit: normalised inside
+  mine = losses.ntxent_loss(z1, z2, temperature=0.3, block_size=block_size)
+  assert float(mine) == pytest.approx(np_ntxent(z1, z2, 0.3), rel=1e-10)
+
+
+@pytest.mark.parametrize("block_size", [None, BLOCK])
+def test_multipos_matches_reference(x64, block_size):
+  features = np.random.default_rng(5).normal(size=(2 * BATCH, DIM)) * 2
+  mine = losses.multipos_loss(features, LABELS12, temperature=0.1, block_size=block_size)
+  assert float(mine) == pytest.approx(np_multipos(features, LABELS12, 0.1), rel=1e-10)
+
+
+def test_moco_matches_reference(x64):
+  rng = np.random.default_rng(6)
+  q, k = rng.normal(size=(5, 4)), rng.normal(size=(5, 4))
+  queue = _unit(rng, (9, 4))
+  mine = losses.moco_loss(q, k, queue, temperature=0.2)
+  assert float(mine) == pytest.approx(np_moco(q, k, queue, 0.2), rel=1e-10)
+
+
+def test_byol_matches_reference(x64):
+  rng = np.random.default_rng(7)
+  p, t = rng.normal(size=(5, 4)), rng.normal(size=(5, 4)) * 5
+  ref = [2 - 2 * float(_np_normalize(p[i]) @ _np_normalize(t[i])) for i in range(5)]
+  np.testing.assert_allclose(losses.byol_loss(p, t), ref, rtol=1e-10)
+  assert losses.byol_loss(p, t).shape == (5,)
+
+
+def test_float32_matches_float64_reference():
+  rng = np.random.default_rng(8)
+  features = _unit(rng, (BATCH, VIEWS, DIM))
+  for block_size in (None, BLOCK):
+    mine = losses.supcon_loss(features.astype(np.float32), LABELS6, block_size=block_size)
+    assert mine.dtype == jnp.float32
+    assert float(mine) == pytest.approx(np_supcon(features, LABELS6), rel=1e-5)
+
+
+# ------------------------------------------------------------------------------------------------
+# Identities.
+# ------------------------------------------------------------------------------------------------
+
+
+def test_supcon_without_labels_is_ntxent(x64):
+  rng = np.random.default_rng(9)
+  z = _unit(rng, (BATCH, VIEWS, DIM))
+  supcon = losses.supcon_loss(z, temperature=0.5, base_temperature=0.5)
+  assert float(supcon) == pytest.approx(float(losses.ntxent_loss(z[:, 0], z[:, 1])), rel=1e-12)
+
+
+def test_multipos_is_one_view_supcon_with_base_temperature_equal(x64):
+  rng = np.random.default_rng(10)
+  x = _unit(rng, (2 * BATCH, DIM))
+  supcon = losses.supcon_loss(x[:, None], LABELS12, temperature=0.1, base_temperature=0.1)
+  assert float(losses.multipos_loss(x, LABELS12)) == pytest.approx(float(supcon), rel=1e-12)
+
+
+def test_syncon_without_synthetic_is_supcon_all(x64):
+  rng = np.random.default_rng(11)
+  features = _unit(rng, (BATCH, VIEWS, DIM))
+  n = BATCH * VIEWS
+  flat = np.swapaxes(features, 0, 1).reshape(n, DIM)  # view-major, as supcon concatenates
+  syn = losses.syncon_loss(flat, np.tile(LABELS6, VIEWS), np.zeros(n, bool), np.ones(n),
+                           temperature=0.1, base_temperature=0.07)  # fmt: skip
+  supcon = losses.supcon_loss(features, LABELS6, temperature=0.1, base_temperature=0.07)
+  assert float(syn) == pytest.approx(float(supcon), rel=1e-12)
+
+
+def test_syncon_zero_weight_ignores_synthetic_positives_keeps_denominators(x64):
+  x, labels, is_syn, _ = _syncon_batch(np.random.default_rng(12))
+  zero = losses.syncon_loss(x, labels, is_syn, np.zeros(len(labels)))
+  # Same batch with the synthetic rows moved to a class of their own: no longer positives of
+  # any real anchor, still in every denominator.
+  relabelled = np.where(is_syn, labels.max() + 1, labels)
+  expected = losses.syncon_loss(x, relabelled, is_syn, np.ones(len(labels)))
+  assert float(zero) == pytest.approx(float(expected), rel=1e-12)
+  real = ~is_syn
+  dropped = losses.syncon_loss(x[real], labels[real], is_syn[real], np.zeros(real.sum()))
+  assert abs(float(zero) - float(dropped)) > 1e-3  # the synthetic rows did count below
+
+
+@pytest.mark.parametrize("block_size", [None, BLOCK])
+def test_syncon_invalid_rows_are_deleted_rows(x64, block_size):
+  x, labels, is_syn, weight = _syncon_batch(np.random.default_rng(13))
+  valid = np.ones(len(labels), bool)
+  valid[[1, 4, 5, 11]] = False
+  with_valid = losses.syncon_loss(x, labels, is_syn, weight, valid=valid, block_size=block_size)
+  deleted = losses.syncon_loss(x[valid], labels[valid], is_syn[valid], weight[valid])
+  assert float(with_valid) == pytest.approx(float(deleted), rel=1e-12)
+  # Gradients reach only valid rows (same call as the central-difference test: reuses its build).
+  grad, _ = jax.grad(_syncon_for_grad, argnums=(0, 1))(x, weight, labels, is_syn, valid,
+                                                       block_size)  # fmt: skip
+  assert np.all(np.asarray(grad)[~valid] == 0) and np.any(np.asarray(grad)[valid] != 0)
+
+
+# ------------------------------------------------------------------------------------------------
+# Gradients against central differences (float64).
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("block_size", [None, BLOCK])
+def test_supcon_gradient_matches_central_differences(x64, block_size):
+  features = _unit(np.random.default_rng(14), (BATCH, VIEWS, DIM))
+  mask = SUPCON_CASES["asym_mask"]["mask"]
+  f = lambda z: losses.supcon_loss(z, mask=mask, temperature=0.2, block_size=block_size)
+  np.testing.assert_allclose(jax.grad(f)(features), _central_grad(f, features), atol=1e-7)
+
+
+def _syncon_for_grad(feats, w, labels, is_syn, valid, block_size):
+  return losses.syncon_loss(feats, labels, is_syn, w, valid=valid, temperature=0.2,
+                            block_size=block_size)  # fmt: skip
+
+
+@pytest.mark.parametrize("block_size", [None, BLOCK])
+def test_syncon_gradient_matches_central_differences(x64, block_size):
+  x, labels, is_syn, weight = _syncon_batch(np.random.default_rng(15))
+  valid = np.arange(len(labels)) != 4
+  f = lambda feats, w: _syncon_for_grad(feats, w, labels, is_syn, valid, block_size)
+  g_x, g_w = jax.grad(f, argnums=(0, 1))(x, weight)
+  np.testing.assert_allclose(g_x, _central_grad(lambda z: f(z, weight), x), atol=1e-7)
+  np.testing.assert_allclose(g_w, _central_grad(lambda w: f(x, w), weight), atol=1e-7)
+  assert np.any(np.asarray(g_w)[is_syn & valid] != 0)
+  assert np.all(np.asarray(g_w)[~is_syn] == 0)
+
+
+def test_temperature_gradient_blockwise_equals_dense(x64):
+  x, labels, is_syn, weight = _syncon_batch(np.random.default_rng(16))
+  grads = [
+    jax.grad(lambda t, bs=bs: losses.syncon_loss(x, labels, is_syn, weight, temperature=t,
+                                                 base_temperature=0.1, block_size=bs))(0.2)
+    for bs in (None, BLOCK)
+  ]  # fmt: skip
+  assert float(grads[0]) == pytest.approx(float(grads[1]), rel=1e-10)
+  f = lambda t: losses.syncon_loss(x, labels, is_syn, weight, temperature=t, base_temperature=0.1)
+  central = _central_grad(f, np.array(0.2))
+  assert float(grads[0]) == pytest.approx(float(central), rel=1e-6)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+  "name", ["ntxent", "multipos", "moco", "byol", "triplet", "batch_hard", "batch_all", "ce"]
+)
+def test_other_gradients_match_central_differences(x64, name):
+  rng = np.random.default_rng(17)
+  a, b, c = rng.normal(size=(3, 5, 3))
+  labels = np.array([0, 1, 0, 1, 1])
+  queue = _unit(rng, (7, 3))
+  fns = {
+    "ntxent": lambda z: losses.ntxent_loss(z, b, temperature=0.3),
+    "multipos": lambda z: losses.multipos_loss(z, labels),
+    "moco": lambda z: losses.moco_loss(z, b, queue),
+    "byol": lambda z: jnp.sum(losses.byol_loss(z, b)),
+    "triplet": lambda z: losses.triplet_loss(z, b, c, margin=0.5),
+    "batch_hard": lambda z: losses.batch_hard_triplet_loss(z, labels, margin=0.5),
+    "batch_all": lambda z: losses.batch_all_triplet_loss(z, labels, margin=2.0, average="all"),
+    "ce": lambda z: losses.softmax_cross_entropy(z, np.array([0, 2, 1, 1, 0]), label_smoothing=0.1),
+  }
+  f = fns[name]
+  np.testing.assert_allclose(jax.grad(f)(a), _central_grad(f, a), atol=1e-7)
+
+
+def test_stop_gradients_in_moco_and_byol(x64):
+  rng = np.random.default_rng(18)
+  q, k, queue = rng.normal(size=(4, 3)), rng.normal(size=(4, 3)), _unit(rng, (6, 3))
+  g_q, g_k, g_queue = jax.grad(losses.moco_loss, argnums=(0, 1, 2))(q, k, queue)
+  assert not np.any(g_k) and not np.any(g_queue)
+  assert np.any(g_q)
+  g_p, g_t = jax.grad(lambda p, t: jnp.sum(losses.byol_loss(p, t)), argnums=(0, 1))(q, k)
+  assert not np.any(g_t)
+  assert np.any(g_p)
+
+
+# ------------------------------------------------------------------------------------------------
+# No NaN or inf.
+# ------------------------------------------------------------------------------------------------
+
+
+# One batch of 50 rows with blocks of 16 (dividing neither the 50 columns nor supcon 'one''s
+# 25 anchors) for every case, so each loss compiles once per dtype and path.
+HARDENING_CASES = ["plain", "no_positive", "norm_1e3", "temperature_0.01", "bf16"]
+
+
+@pytest.mark.parametrize("case", HARDENING_CASES)
+def test_finite_and_blockwise_equals_dense_float32(case):
+  rng = np.random.default_rng(20)
+  n, dim, block_size = 50, 16, 16
+  x = _unit(rng, (n, dim), np.float32)
+  labels = np.arange(n) if case == "no_positive" else rng.integers(0, 6, n)
+  syn = rng.random(n) < 0.4
+  weight = rng.uniform(0, 1, n).astype(np.float32)
+  valid = rng.random(n) > 0.1
+  mask = (rng.random((25, 25)) < 0.3).astype(np.float32) * (case != "no_positive")
+  queue = _unit(rng, (5, dim), np.float32)
+  t = 0.01 if case == "temperature_0.01" else 0.1
+  if case == "norm_1e3":
+    x = x * 1e3
+  elif case == "bf16":
+    x = jnp.asarray(x, jnp.bfloat16)
+  # fn(features, weights, block_size); syncon and the mask path get every option at once.
+  blockable = {
+    "supcon_one_mask": lambda f, w, bs: losses.supcon_loss(
+      f.reshape(25, 2, dim), mask=mask, contrast_mode="one", temperature=t, base_temperature=0.1,
+      block_size=bs,
+    ),
+    "syncon": lambda f, w, bs: losses.syncon_loss(f, labels, syn, w, valid=valid, temperature=t,
+                                                  block_size=bs),
+    "multipos": lambda f, w, bs: losses.multipos_loss(f, labels, temperature=t, block_size=bs),
+  }  # fmt: skip
+  dense_only = {
+    "ntxent": lambda f, w, bs: losses.ntxent_loss(f[:25], f[25:], temperature=t),
+    "moco": lambda f, w, bs: losses.moco_loss(f, f[::-1], queue, temperature=t),
+    "byol": lambda f, w, bs: jnp.sum(losses.byol_loss(f, f[::-1])),
+    "batch_hard": lambda f, w, bs: losses.batch_hard_triplet_loss(f, labels, margin=0.2),
+  }
+  if case == "bf16":  # these cast to float32 first thing; one of them stands for the rest
+    dense_only = {"moco": dense_only["moco"]}
+  dense_values = {}
+  for name, fn in {**blockable, **dense_only}.items():
+    value_and_grad = jax.value_and_grad(fn, argnums=(0, 1))
+    dense, g_dense = value_and_grad(x, weight, None)
+    dense_values[name] = float(dense)
+    assert _finite(dense) and _finite(g_dense), (case, name)
+    assert dense.dtype == jnp.float32 and g_dense[0].dtype == x.dtype, name
+    if case == "no_positive" and name in blockable:
+      assert float(dense) == 0.0, name
+    if name not in blockable:
+      continue
+    blockwise, g_block = value_and_grad(x, weight, block_size)
+    assert float(blockwise) == pytest.approx(float(dense), rel=1e-5), (case, name)
+    # Feature gradients come back in the input dtype: bf16 rounding allows a last-bit flip.
+    tol = 1e-2 if case == "bf16" else 1e-5
+    for gd, gb in zip(g_dense, g_block, strict=True):
+      gd, gb = np.asarray(gd, np.float32), np.asarray(gb, np.float32)
+      np.testing.assert_allclose(gb, gd, rtol=tol, atol=tol * np.max(np.abs(gd)) + 1e-12)
+    if name == "syncon" and case in ("plain", "bf16"):
+      assert np.any(g_block[1] != 0)  # the synthetic weights do get a gradient
+  if case == "bf16":  # same bf16-rounded values, float32 input
+    f32 = blockable["syncon"](jnp.asarray(x, jnp.float32), weight, None)
+    assert dense_values["syncon"] == pytest.approx(float(f32), rel=1e-5)
+
+
+def test_zero_vectors_are_finite_where_normalised_inside():
+  z = jnp.zeros((4, 3)).at[0].set(1.0)
+  value, grad = jax.value_and_grad(lambda a: losses.ntxent_loss(a, a[::-1]))(z)
+  assert _finite(value) and _finite(grad)
+
+
+def test_blockwise_never_builds_the_matrix():
+  # The compiled blockwise step's temporaries stay far below one n x n float32 matrix.
+  n, dim, block = 2048, 8, 128
+  x = jnp.ones((n, dim)) / math.sqrt(dim)
+  labels = jnp.arange(n) % 10
+  step = lambda f, bs: jax.grad(lambda z: losses.multipos_loss(z, labels, block_size=bs))(f)
+  temp = lambda bs: jax.jit(step, static_argnums=1).lower(x, bs).compile().memory_analysis()
+  matrix_bytes = n * n * 4
+  assert temp(block).temp_size_in_bytes < matrix_bytes / 4
+  assert temp(None).temp_size_in_bytes >= matrix_bytes  # the measurement does see the matrix
+
+
+# ------------------------------------------------------------------------------------------------
+# Triplet losses and cross-entropy.
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("metric", sorted(losses.TRIPLET_METRICS))
+def test_triplet_losses_match_loops(x64, metric):
+  rng = np.random.default_rng(22)
+  a, p, n = rng.normal(size=(3, 6, 4))
+  margin = {"euclidean": 0.5, "squared_euclidean": 1.0, "cosine": 0.3}[metric]
+  ref = np.mean([max(0.0, np_dist(a[i], p[i], metric) - np_dist(a[i], n[i], metric) + margin)
+                 for i in range(6)])  # fmt: skip
+  mine = losses.triplet_loss(a, p, n, margin=margin, metric=metric)
+  assert float(mine) == pytest.approx(ref, rel=1e-10)
+
+  x = rng.normal(size=(9, 4))
+  labels = np.array([0, 1, 0, 2, 1, 0, 3, 2, 1])  # label 3: no positive, not an anchor
+  hard = losses.batch_hard_triplet_loss(x, labels, margin=margin, metric=metric)
+  assert float(hard) == pytest.approx(np_batch_hard(x, labels, margin, metric), rel=1e-10)
+  for average in losses.BATCH_ALL_AVERAGES:
+    mine = losses.batch_all_triplet_loss(x, labels, margin=margin, metric=metric, average=average)
+    ref = np_batch_all(x, labels, margin, metric, average)
+    assert float(mine) == pytest.approx(ref, rel=1e-10)
+
+
+def test_batch_hard_without_any_triplet_is_zero():
+  x = jnp.asarray(np.random.default_rng(23).normal(size=(4, 3)), jnp.float32)
+  value, grad = jax.value_and_grad(
+    lambda z: losses.batch_hard_triplet_loss(z, np.arange(4), margin=1.0)
+  )(x)
+  assert float(value) == 0.0 and _finite(grad)
+
+
+def test_softmax_cross_entropy_matches_numpy(x64):
+  rng = np.random.default_rng(24)
+  logits, labels = rng.normal(size=(5, 4)), np.array([0, 3, 1, 1, 2])
+  for eps in (0.0, 0.1):
+    rows = []
+    for i in range(5):
+      lse = _np_logsumexp(list(logits[i]))
+      target = np.full(4, eps / 4)
+      target[labels[i]] += 1 - eps
+      rows.append(-sum(target[c] * (logits[i, c] - lse) for c in range(4)))
+    mine = losses.softmax_cross_entropy(logits, labels, label_smoothing=eps)
+    assert float(mine) == pytest.approx(np.mean(rows), rel=1e-10)
+
+
+# ------------------------------------------------------------------------------------------------
+# Errors.
+# ------------------------------------------------------------------------------------------------
+
+
+def test_user_errors_name_the_valid_choices():
+  x = jnp.zeros((4, 2, 3))
+  with pytest.raises(ConfigError, match="'all', 'one'"):
+    losses.supcon_loss(x, contrast_mode="both")
+  with pytest.raises(ValueError, match="labels or mask"):
+    losses.supcon_loss(x, labels=jnp.zeros(4), mask=jnp.eye(4))
+  with pytest.raises(ConfigError, match="temperature"):
+    losses.supcon_loss(x, temperature=0.0)
+  with pytest.raises(ConfigError, match="block_size"):
+    losses.multipos_loss(x[:, 0], jnp.zeros(4), block_size=0)
+  with pytest.raises(ConfigError, match="cosine"):
+    losses.triplet_loss(x[:, 0], x[:, 0], x[:, 0], margin=1.0, metric="l1")
+  with pytest.raises(ConfigError, match="syncon"):
+    losses.get_loss("sincon")
+  assert losses.get_loss("syncon") is losses.syncon_loss

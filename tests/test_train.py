@@ -1,0 +1,189 @@
+"""The trainer: one step on 8 devices equals 1 device, exact resume, logs, bad-input errors."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import numpy as np
+import pytest
+from conftest import REPO, run_cli
+
+from configs import digits
+from syncon_jax import train
+
+
+def runlocal_config(synthetic_dir, **overrides):
+  config = digits.get_config("runlocal")
+  config.data.synthetic_dir = synthetic_dir
+  for key, value in overrides.items():
+    section, _, name = key.rpartition(".")
+    (config[section] if section else config)[name] = value
+  return config
+
+
+def test_one_step_on_8_devices_equals_1_device(synthetic_dir, tmp_path):
+  """Same global batch, same loss and parameters after one step, on a 1- and an 8-device mesh."""
+  script = textwrap.dedent(f"""
+      import jax, numpy as np
+      from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+      from configs import digits
+      from syncon_jax import train
+      from syncon_jax.data import sampler
+      assert jax.device_count() == 8
+      config = digits.get_config("runlocal")
+      config.data.synthetic_dir = {synthetic_dir!r}
+      config.model.dtype = "float32"
+      real, names, syn = train.load_data(config, True)
+      tx, _ = train.make_optimizer(config)
+      s = sampler.BatchSampler(real.labels, syn.labels, num_classes=10, batch_size=16,
+                               synthetic_per_real=1, seed=0)
+      host = s.host_batch(3, real.images, syn.images, process_index=0, process_count=1)
+      out = {{}}
+      for n in (1, 8):
+        mesh = Mesh(np.array(jax.devices()[:n]), ("data",))
+        graphdef, state = train.create_train_state(config, 10, tx)
+        state = jax.device_put(state, NamedSharding(mesh, P()))
+        batch = train.global_batch(host, NamedSharding(mesh, P("data")))
+        step = jax.jit(train.make_train_step(graphdef, tx, config))
+        state, m = step(state, batch)
+        state, m = step(state, batch)
+        leaves = [np.asarray(x) for x in jax.tree.leaves((state.params, state.model_state))]
+        out[n] = (float(m["loss"]), leaves, len(batch["real_images"].sharding.device_set))
+      assert out[1][2] == 1 and out[8][2] == 8
+      print("LOSS", out[1][0], out[8][0])
+      np.testing.assert_allclose(out[1][0], out[8][0], rtol=1e-5)
+      for a, b in zip(out[1][1], out[8][1]):
+        np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5)
+      print("OK")
+  """)
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
+  r = subprocess.run(
+    [sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True, text=True, timeout=600
+  )
+  assert r.returncode == 0 and "OK" in r.stdout, r.stdout + r.stderr[-4000:]
+
+
+def _params(state):
+  return [
+    np.asarray(x) for x in jax.tree.leaves((state.params, state.model_state, state.opt_state))
+  ]
+
+
+def test_killed_run_resumes_to_the_same_parameters(synthetic_dir, tmp_path, monkeypatch):
+  config = runlocal_config(synthetic_dir)  # 12 steps, checkpoints at 6 and 12, logs every 4
+  straight = train.train_and_evaluate(config, str(tmp_path / "straight"))
+  straight_params = _params(straight)
+
+  workdir = str(tmp_path / "killed")
+  real_write = train.metrics.MetricWriter.write
+
+  def die_at_step_8(self, step, row):
+    if step == 8:
+      raise KeyboardInterrupt("killed")
+    return real_write(self, step, row)
+
+  monkeypatch.setattr(train.metrics.MetricWriter, "write", die_at_step_8)
+  with pytest.raises(KeyboardInterrupt):
+    train.train_and_evaluate(config, workdir)
+  monkeypatch.setattr(train.metrics.MetricWriter, "write", real_write)
+  assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["6"]
+  resumed = train.train_and_evaluate(config, workdir)
+  assert int(resumed.step) == 12
+  for a, b in zip(straight_params, _params(resumed), strict=True):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_workdir_outputs(synthetic_dir, tmp_path):
+  workdir = tmp_path / "run"
+  r = run_cli(
+    "syncon_jax.main",
+    "--config=configs/digits.py:runlocal",
+    f"--workdir={workdir}",
+    f"--config.data.synthetic_dir={synthetic_dir}",
+    "--config.keep_checkpoints=1",
+  )
+  assert r.returncode == 0, r.stderr[-3000:]
+  config = json.loads((workdir / "config.json").read_text())
+  assert config["objective"]["name"] == "syncon" and config["total_steps"] == 12
+  rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+  assert [row["step"] for row in rows] == [4, 8, 12]
+  assert all(np.isfinite(row["loss"]) and row["images_per_sec"] > 0 for row in rows)
+  assert rows[-1]["synthetic_weight/3"] == pytest.approx(0.5)
+  assert json.loads((workdir / "synthetic_weights.json").read_text()) == {
+    str(d): 0.5 for d in range(10)
+  }
+  assert os.listdir(workdir / "checkpoints") == ["12"]  # keep_checkpoints=1
+  assert any(name.startswith("events.out.tfevents") for name in os.listdir(workdir))
+  assert "No checkpoint" in r.stderr and "ETA" in r.stderr and "img/s" in r.stderr
+
+  # Running the same command again restores the last step and says so.
+  r = run_cli(
+    "syncon_jax.main",
+    "--config=configs/digits.py:runlocal",
+    f"--workdir={workdir}",
+    f"--config.data.synthetic_dir={synthetic_dir}",
+  )
+  assert r.returncode == 0 and "Restored checkpoint at step 12" in r.stderr, r.stderr[-3000:]
+
+  # The linear probe reads that checkpoint and writes the contract's keys.
+  r = run_cli(
+    "syncon_jax.linear_eval",
+    "--config=configs/digits.py:runlocal",
+    f"--workdir={workdir}",
+  )
+  assert r.returncode == 0, r.stderr[-3000:]
+  result = json.loads((workdir / "linear_eval.json").read_text())
+  for key in ("top1", "raw_pixels_top1", "random_encoder_top1"):
+    assert 0.0 <= result[key] <= 1.0
+  assert result["labels_per_class"] == 10 and result["step"] == 12
+  assert result["num_labelled"] == 100
+
+
+def _assert_user_error(r, *fragments):
+  assert r.returncode != 0
+  assert "Traceback" not in r.stderr, r.stderr[-3000:]
+  for fragment in fragments:
+    assert fragment in r.stderr, r.stderr[-3000:]
+
+
+@pytest.mark.parametrize(
+  "args, fragments",
+  [
+    (["--config.objective.name=simclrr"], ["simclrr", "'supcon'", "'syncon'"]),
+    (["--config.data.synthetic_dir=/nonexistent/syn"], ["/nonexistent/syn"]),
+    (["--config.batch_size=12"], ["batch_size=12", "8 devices"]),
+  ],
+  ids=["unknown-objective", "missing-synthetic-dir", "batch-not-divisible"],
+)
+def test_bad_input_is_a_clear_error(args, fragments, synthetic_dir, tmp_path):
+  r = run_cli(
+    "syncon_jax.main",
+    "--config=configs/digits.py:runlocal",
+    f"--workdir={tmp_path}",
+    f"--config.data.synthetic_dir={synthetic_dir}",
+    *args,
+    devices=8,
+  )
+  _assert_user_error(r, *fragments)
+
+
+def test_workdir_of_another_model_is_refused(synthetic_dir, tmp_path):
+  config = runlocal_config(synthetic_dir, total_steps=2, checkpoint_every_steps=2)
+  train.train_and_evaluate(config, str(tmp_path))
+  r = run_cli(
+    "syncon_jax.main",
+    "--config=configs/digits.py:runlocal,objective=supcon",
+    f"--workdir={tmp_path}",
+  )
+  _assert_user_error(r, "objective.name='syncon'", "objective.name='supcon'")
+  r = run_cli(
+    "syncon_jax.main",
+    "--config=configs/digits.py:runlocal",
+    f"--workdir={tmp_path}",
+    f"--config.data.synthetic_dir={synthetic_dir}",
+    "--config.model.width=8",
+  )
+  _assert_user_error(r, "model.width=4")
