@@ -14,7 +14,6 @@ from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
-from flax import nnx
 
 MODEL_PARTS = ("encoder", "head")
 
@@ -29,6 +28,16 @@ def _items(state) -> dict[str, Any]:
 
 def _abstract(tree):
   return jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)
+
+
+def _like(template, restored):
+  """Orbax returns nested nnx.State (inside optax states too) as plain dicts: put the
+  template's containers back around the restored leaves (both flatten in sorted key order)."""
+  leaves = jax.tree.leaves(restored)
+  treedef = jax.tree.structure(template)
+  if treedef.num_leaves != len(leaves):
+    raise ValueError(f"Checkpoint has {len(leaves)} arrays where {treedef.num_leaves} are expected.")
+  return jax.tree.unflatten(treedef, leaves)
 
 
 class Checkpointer:
@@ -55,14 +64,14 @@ class Checkpointer:
 
   def restore(self, step: int, template):
     """Restores the full train state at `step`, laid out (shapes, shardings) like `template`."""
-    args = ocp.args.Composite(
-      **{k: ocp.args.StandardRestore(_abstract(v)) for k, v in _items(template).items()}
-    )
+    items = _items(template)
+    args = ocp.args.Composite(**{k: ocp.args.StandardRestore(_abstract(v)) for k, v in items.items()})
     r = self._manager.restore(step, args=args)
+    r = {k: _like(items[k], r[k]) for k in items}
     return template._replace(
       step=r["train"]["step"],
-      params=nnx.State({p: r[p]["params"] for p in MODEL_PARTS}),
-      model_state=nnx.State({p: r[p]["state"] for p in MODEL_PARTS}),
+      params=_like(template.params, {p: r[p]["params"] for p in MODEL_PARTS}),
+      model_state=_like(template.model_state, {p: r[p]["state"] for p in MODEL_PARTS}),
       opt_state=r["train"]["opt_state"],
       objective=r["train"]["objective"],
     )
@@ -73,7 +82,8 @@ class Checkpointer:
     r = self._manager.restore(
       step, args=ocp.args.Composite(encoder=ocp.args.StandardRestore(_abstract(template)))
     )
-    return r["encoder"]["params"], r["encoder"]["state"]
+    r = _like(template, r["encoder"])
+    return r["params"], r["state"]
 
   def wait(self) -> None:
     self._manager.wait_until_finished()

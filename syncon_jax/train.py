@@ -174,7 +174,7 @@ def make_train_step(graphdef: nnx.GraphDef, tx, config):
     new_state = state._replace(
       step=state.step + 1, params=params, model_state=model_state, opt_state=opt_state
     )
-    step_metrics = {"loss": loss, "grad_norm": optax.global_norm(grads), **aux}
+    step_metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), **aux}
     return new_state, step_metrics
 
   return train_step
@@ -316,56 +316,57 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   start = int(jax.device_get(state.step))
   total = config.total_steps
   views_per_step = config.batch_size * (1 + s) * config.objective.n_views
-  t_start, t_last, step_last = time.time(), time.time(), start
-  pending = None
-  for step in range(start, total):
-    host = batches.host_batch(
-      step,
-      train.images,
-      syn_images,
-      process_index=jax.process_index(),
-      process_count=jax.process_count(),
-    )
-    state, step_metrics = step_fn(state, global_batch(host, batch_sharding))
-    done = step + 1
-    if step == start:
-      # Throughput and ETA count from the end of the first step, which includes compilation.
-      jax.block_until_ready(step_metrics)
-      t_last, step_last = time.time(), done
-      logging.info("First step (compilation included) took %.1fs.", t_last - t_start)
-    if done % config.log_every_steps == 0 or done == total:
-      pending = jax.device_get(step_metrics)
-      now = time.time()
-      rate = (done - step_last) / max(now - t_last, 1e-9) if done > step_last else 0.0
-      t_last, step_last = now, done
-      row = {k: float(v) for k, v in pending.items()}
-      row["learning_rate"] = float(schedule(step))
-      row["images_per_sec"] = rate * config.batch_size
-      row["views_per_sec"] = rate * views_per_step
-      if is_syncon:
-        for name, w in write_synthetic_weights(workdir, state, class_names, config).items():
-          row[f"synthetic_weight/{name}"] = w
-      writer.write(done, row)
-      eta = (total - done) / max(rate, 1e-9)
-      logging.info(
-        "step %d/%d  loss %.4f  lr %.4g  %.1f img/s (%.1f views/s)  elapsed %.0fs  ETA %.0fs",
-        done,
-        total,
-        row["loss"],
-        row["learning_rate"],
-        row["images_per_sec"],
-        row["views_per_sec"],
-        now - t_start,
-        eta,
+  try:
+    t_start, t_last, step_last = time.time(), time.time(), start
+    for step in range(start, total):
+      host = batches.host_batch(
+        step,
+        train.images,
+        syn_images,
+        process_index=jax.process_index(),
+        process_count=jax.process_count(),
       )
-      if not math.isfinite(row["loss"]):
-        raise FloatingPointError(
-          f"Loss is {row['loss']} at step {done}; the last good checkpoint is kept in "
-          f"{ckpt.directory}. Lower optimizer.learning_rate or check the data."
+      state, step_metrics = step_fn(state, global_batch(host, batch_sharding))
+      done = step + 1
+      if step == start:
+        # Throughput and ETA count from the end of the first step, which includes compilation.
+        jax.block_until_ready(step_metrics)
+        t_last, step_last = time.time(), done
+        logging.info("First step (compilation included) took %.1fs.", t_last - t_start)
+      if done % config.log_every_steps == 0 or done == total:
+        now = time.time()
+        rate = (done - step_last) / max(now - t_last, 1e-9) if done > step_last else 0.0
+        t_last, step_last = now, done
+        row = {k: float(v) for k, v in jax.device_get(step_metrics).items()}
+        row["learning_rate"] = float(schedule(step))
+        row["images_per_sec"] = rate * config.batch_size
+        row["views_per_sec"] = rate * views_per_step
+        if is_syncon:
+          for name, w in write_synthetic_weights(workdir, state, class_names, config).items():
+            row[f"synthetic_weight/{name}"] = w
+        writer.write(done, row)
+        eta = (total - done) / max(rate, 1e-9)
+        logging.info(
+          "step %d/%d  loss %.4f  lr %.4g  %.1f img/s (%.1f views/s)  elapsed %.0fs  ETA %.0fs",
+          done,
+          total,
+          row["loss"],
+          row["learning_rate"],
+          row["images_per_sec"],
+          row["views_per_sec"],
+          now - t_start,
+          eta,
         )
-    if ckpt.save(done, state, last=done == total):
-      logging.info("Saved checkpoint at step %d.", done)
-  ckpt.wait()
-  ckpt.close()
-  writer.close()
+        if not math.isfinite(row["loss"]):
+          raise FloatingPointError(
+            f"Loss is {row['loss']} at step {done}; the last good checkpoint is kept in "
+            f"{ckpt.directory}. Lower optimizer.learning_rate or check the data."
+          )
+      if ckpt.save(done, state, last=done == total):
+        logging.info("Saved checkpoint at step %d.", done)
+  finally:
+    # A run that stops for any reason still finalises the checkpoint it was writing.
+    ckpt.wait()
+    ckpt.close()
+    writer.close()
   return state

@@ -8,6 +8,13 @@ import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
+# Every train_and_evaluate call (and every CLI subprocess) builds a fresh jitted step; XLA:CPU
+# takes ~20 s to compile one here. A persistent compilation cache shared by the whole session,
+# subprocesses included, compiles each distinct program once. Set before jax is imported.
+os.environ.setdefault(
+    "JAX_COMPILATION_CACHE_DIR", os.path.join(REPO, ".pytest_cache", "jax_compilation")
+)
+
 
 @pytest.fixture(scope="session")
 def synthetic_dir(tmp_path_factory) -> str:
