@@ -6,6 +6,7 @@ batch is sharded on that axis, the state replicated; the loss sees the global ba
 device's samples are negatives for every other and BatchNorm statistics are global (synced BN).
 """
 
+import concurrent.futures
 import json
 import math
 import os
@@ -316,16 +317,22 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   start = int(jax.device_get(state.step))
   total = config.total_steps
   views_per_step = config.batch_size * (1 + s) * config.objective.n_views
+  prefetch = concurrent.futures.ThreadPoolExecutor(max_workers=1)
   try:
     t_start, t_last, step_last = time.time(), time.time(), start
+    host_batch = lambda step: batches.host_batch(
+      step,
+      train.images,
+      syn_images,
+      process_index=jax.process_index(),
+      process_count=jax.process_count(),
+    )
+    # The host assembles (and for lazy data sets decodes) step + 1 while the device runs step.
+    next_host = prefetch.submit(host_batch, start)
     for step in range(start, total):
-      host = batches.host_batch(
-        step,
-        train.images,
-        syn_images,
-        process_index=jax.process_index(),
-        process_count=jax.process_count(),
-      )
+      host = next_host.result()
+      if step + 1 < total:
+        next_host = prefetch.submit(host_batch, step + 1)
       state, step_metrics = step_fn(state, global_batch(host, batch_sharding))
       done = step + 1
       if step == start:
@@ -365,6 +372,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
       if ckpt.save(done, state, last=done == total):
         logging.info("Saved checkpoint at step %d.", done)
   finally:
+    prefetch.shutdown(cancel_futures=True)
     # A run that stops for any reason still finalises the checkpoint it was writing.
     ckpt.wait()
     ckpt.close()

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import difflib
+import io
 import json
 import os
 import re
@@ -38,10 +39,12 @@ _MAX_DECODE_THREADS = 8
 class Split(NamedTuple):
   """Labelled images held on the host.
 
-  images: uint8 [N, H, W, 3]; labels: int32 [N] (indices into the data set's class names).
+  images: uint8 [N, H, W, 3], a numpy array or, for sets too large to hold decoded, a
+  LazyImages (same indexing, decodes on access); labels: int32 [N] (indices into the data set's
+  class names).
   """
 
-  images: np.ndarray
+  images: np.ndarray  # or LazyImages
   labels: np.ndarray
 
 
@@ -62,8 +65,12 @@ class SyntheticSet(NamedTuple):
 
 
 def normalize_class_name(name: str) -> str:
-  """Lower case, with every run of spaces, '_' and '-' made one '_' (ends stripped)."""
-  return re.sub(r"[\s_\-]+", "_", name.strip().lower()).strip("_")
+  """Lower case, with every run of spaces, '_', '-' and '/' made one '_' (ends stripped).
+
+  '/' counts as a separator because class names such as FGVC-Aircraft's "F/A-18" cannot be
+  folder names as they are.
+  """
+  return re.sub(r"[\s_\-/]+", "_", name.strip().lower()).strip("_")
 
 
 def _is_image(file_name: str) -> bool:
@@ -125,29 +132,142 @@ def _match_folders(root: str, folders: list[str], class_names: Sequence[str]) ->
   return matched
 
 
-def read_image(path: str, image_size: int) -> np.ndarray:
-  """Decodes one image to uint8 [image_size, image_size, 3]; DataError naming the path if not."""
+def _decode(source: str | bytes, image_size: int, crop_bottom: int) -> np.ndarray:
+  with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as img:
+    full_height = img.size[1]
+    # JPEG only: decode at the smallest 1/2^k scale that keeps both sides >= image_size (the
+    # DCT does the first downsampling), several times faster on photos far above image_size.
+    img.draft("RGB", (image_size, image_size + crop_bottom))
+    img = img.convert("RGB")
+    if crop_bottom:
+      rows = round(crop_bottom * img.size[1] / full_height)  # in the draft's scale
+      if rows >= img.size[1]:
+        raise ValueError(f"image is {full_height} px high, cannot crop {crop_bottom} px")
+      img = img.crop((0, 0, img.size[0], img.size[1] - rows))
+    if img.size != (image_size, image_size):
+      img = img.resize((image_size, image_size), Image.Resampling.BILINEAR)
+    return np.asarray(img, dtype=np.uint8)
+
+
+def read_image(
+  path: str | bytes, image_size: int, *, name: str | None = None, crop_bottom: int = 0
+) -> np.ndarray:
+  """Decodes one image to uint8 [image_size, image_size, 3]; DataError naming the path if not.
+
+  path may also be the encoded bytes of an image; `name` then says where they came from.
+  crop_bottom: rows cut off the bottom before resizing (FGVC-Aircraft's copyright banner).
+  """
   try:
-    with Image.open(path) as img:
-      img = img.convert("RGB")
-      if img.size != (image_size, image_size):
-        img = img.resize((image_size, image_size), Image.Resampling.BILINEAR)
-      return np.asarray(img, dtype=np.uint8)
+    return _decode(path, image_size, crop_bottom)
   except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-    raise DataError(f"Cannot read image {path!r}: {e}") from e
+    where = name or (f"<{len(path)} encoded bytes>" if isinstance(path, bytes) else path)
+    raise DataError(f"Cannot read image {where!r}: {e}") from e
+
+
+def _num_threads(num_threads: int | None, n: int) -> int:
+  cap = _MAX_DECODE_THREADS if num_threads is None else int(num_threads)
+  return max(1, min(cap, os.cpu_count() or 1, n))
+
+
+def decode_images(
+  sources: Sequence[str | bytes],
+  image_size: int,
+  *,
+  names: Sequence[str] | None = None,
+  num_threads: int | None = None,
+  crop_bottom: int = 0,
+) -> np.ndarray:
+  """Decodes image files (paths) or encoded images (bytes) in a thread pool.
+
+  Returns uint8 [len(sources), image_size, image_size, 3], in order; the first unreadable image
+  raises DataError naming it (names[i] when given, else the path). crop_bottom as in read_image.
+  """
+  out = np.empty((len(sources), image_size, image_size, 3), np.uint8)
+  if not len(sources):
+    return out
+  names = [None] * len(sources) if names is None else names
+  read = lambda i: read_image(sources[i], image_size, name=names[i], crop_bottom=crop_bottom)
+  with concurrent.futures.ThreadPoolExecutor(_num_threads(num_threads, len(sources))) as pool:
+    # map preserves order and re-raises the first DataError with its path.
+    for i, image in enumerate(pool.map(read, range(len(sources)))):
+      out[i] = image
+  return out
 
 
 def _read_images(root: str, files: list[str], image_size: int) -> np.ndarray:
-  out = np.empty((len(files), image_size, image_size, 3), np.uint8)
-  if not files:
-    return out
-  paths = [os.path.join(root, f) for f in files]
-  workers = min(_MAX_DECODE_THREADS, os.cpu_count() or 1, len(files))
-  with concurrent.futures.ThreadPoolExecutor(workers) as pool:
-    # map preserves order and re-raises the first DataError with its path.
-    for i, image in enumerate(pool.map(lambda p: read_image(p, image_size), paths)):
-      out[i] = image
-  return out
+  return decode_images([os.path.join(root, f) for f in files], image_size)
+
+
+class LazyImages:
+  """Images decoded and resized on access: an array-like uint8 [N, S, S, 3].
+
+  For data sets too large to hold decoded (Birdsnap, Food-101 at 224 px): it keeps file paths
+  or encoded bytes and decodes only the rows asked for, in a thread pool, on every access.
+  Indexing with an int, a slice, an int array or a bool mask returns a numpy array, which is
+  all the batch sampler (`images[idx]`) and the feature extractor (`images[i:j]`) use;
+  `np.asarray(lazy)` decodes everything.
+  """
+
+  dtype = np.dtype(np.uint8)
+  ndim = 4
+
+  def __init__(
+    self,
+    sources: Sequence[str | bytes],
+    image_size: int,
+    *,
+    names: Sequence[str] | None = None,
+    num_threads: int | None = None,
+    crop_bottom: int = 0,
+  ):
+    """sources: N image paths or encoded images; names: N labels for error messages;
+    crop_bottom: rows cut off the bottom of every image before resizing."""
+    if names is not None and len(names) != len(sources):
+      raise ValueError(f"{len(names)} names for {len(sources)} images")
+    self.sources = list(sources)
+    self.names = None if names is None else list(names)
+    self.image_size = int(image_size)
+    self.num_threads = num_threads
+    self.crop_bottom = int(crop_bottom)
+
+  @property
+  def shape(self) -> tuple[int, int, int, int]:
+    return (len(self.sources), self.image_size, self.image_size, 3)
+
+  @property
+  def size(self) -> int:
+    return int(np.prod(self.shape))
+
+  def __len__(self) -> int:
+    return len(self.sources)
+
+  def __getitem__(self, index) -> np.ndarray:
+    if isinstance(index, int | np.integer):
+      return self[np.asarray([index])][0]
+    rows = np.arange(len(self))[index]  # numpy semantics and IndexError for slices and arrays
+    if rows.ndim != 1:
+      raise IndexError(f"LazyImages takes a 1-D index, got shape {rows.shape}")
+    return decode_images(
+      [self.sources[i] for i in rows],
+      self.image_size,
+      names=None if self.names is None else [self.names[i] for i in rows],
+      num_threads=self.num_threads,
+      crop_bottom=self.crop_bottom,
+    )
+
+  def __array__(self, dtype=None, copy=None) -> np.ndarray:
+    out = self[:]
+    return out if dtype is None else out.astype(dtype)
+
+  def reshape(self, *shape) -> np.ndarray:
+    """Decodes everything, then reshapes (what a raw-pixel baseline does)."""
+    return np.asarray(self).reshape(*shape)
+
+  def materialize(self) -> np.ndarray:
+    return np.asarray(self)
+
+  def __repr__(self) -> str:
+    return f"LazyImages(shape={self.shape})"
 
 
 def _scan(root: str, class_names: Sequence[str]) -> tuple[list[str], np.ndarray, list[str]]:
@@ -234,12 +354,18 @@ def load_synthetic(
 
 
 def load_image_folder(
-  root: str, *, image_size: int, class_names: Sequence[str] | None = None
+  root: str,
+  *,
+  image_size: int,
+  class_names: Sequence[str] | None = None,
+  lazy: bool = False,
+  num_threads: int | None = None,
 ) -> tuple[Split, list[str]]:
   """Reads class-named sub-folders of real images with the same code as `load_synthetic`.
 
   Without class_names the classes are the sorted visible sub-folder names; with them, folders
-  are matched after normalisation and a folder matching none is a DataError.
+  are matched after normalisation and a folder matching none is a DataError. With lazy=True
+  the images stay on disk and Split.images is a LazyImages decoding on access.
 
   Returns:
     (Split with images uint8 [N, S, S, 3] and labels int32 [N], the class names used).
@@ -248,4 +374,6 @@ def load_image_folder(
     class_names = _class_folders(root)
   class_names = list(class_names)
   files, labels, _ = _scan(root, class_names)
-  return Split(_read_images(root, files, image_size), labels), class_names
+  paths = [os.path.join(root, f) for f in files]
+  images = LazyImages(paths, image_size, num_threads=num_threads)
+  return Split(images if lazy else images.materialize(), labels), class_names

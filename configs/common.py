@@ -1,0 +1,132 @@
+"""What the paper configs share: ResNet-50, LARS at batch 1024 with warmup and cosine, SupCon-style
+augmentations, the full-label linear probe, and the `runlocal` shrink for a CPU.
+
+Each configs/<dataset>.py calls `paper_config(...)` with the facts of its data set and then sets
+its own data keys. Commands are run from the repository root (configs/ is imported from there).
+"""
+
+import math
+
+import ml_collections
+
+from configs.digits import parse_arg
+
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "paper_config", "parse_arg"]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def paper_config(
+  arg: ml_collections.ConfigDict,
+  *,
+  data_name: str,
+  num_train: int,
+  epochs: int,
+  image_size: int,
+  stem: str,
+  mean: tuple[float, float, float],
+  std: tuple[float, float, float],
+  warmup_epochs: int = 10,
+) -> ml_collections.ConfigDict:
+  """The shared config; `arg` is the parsed variant string (objective, weighting, runlocal).
+
+  num_train: training images per epoch (sets total_steps from epochs at batch 1024).
+  stem: 'imagenet' for 224 px photos, 'cifar' for 32 px images.
+  """
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.runlocal = bool(arg.runlocal)
+  c.batch_size = 1024  # global real images per step
+  c.epochs = epochs
+  c.total_steps = math.ceil(epochs * num_train / c.batch_size)
+  c.log_every_steps = 100
+  c.checkpoint_every_steps = 1000
+  c.keep_checkpoints = 3
+
+  c.data = ml_collections.ConfigDict()
+  c.data.name = data_name
+  c.data.data_dir = None  # TFDS data directory, local or gs:// (None: ~/tensorflow_datasets)
+  c.data.manual_dir = None  # manually downloaded sets (Birdsnap, FGVC-Aircraft, CIFAKE)
+  c.data.download = False  # let a TFDS source download and prepare itself
+  c.data.train_split = None  # None: the source's default (e.g. train+validation for Flowers)
+  c.data.test_split = None
+  c.data.lazy = False  # True: keep files/bytes, decode the rows of each batch on access
+  c.data.decode_threads = None  # None: min(8, cores)
+  c.data.synthetic_dir = None  # <dir>/<class name>/*.png, for supcon_syn and syncon
+  c.data.synthetic_per_real = 1
+  c.data.image_size = image_size
+  c.data.mean = mean
+  c.data.std = std
+
+  small = stem == "cifar"
+  c.augment = ml_collections.ConfigDict()
+  # SupContrast's recipe: crops from 20% of a 32 px image, from 8% of a photo (SimCLR).
+  c.augment.crop_scale = (0.2, 1.0) if small else (0.08, 1.0)
+  c.augment.crop_ratio = (0.75, 1.3333)
+  c.augment.flip = True
+  c.augment.jitter_prob = 0.8
+  c.augment.brightness = 0.4
+  c.augment.contrast = 0.4
+  c.augment.saturation = 0.4
+  c.augment.hue = 0.1
+  c.augment.grayscale_prob = 0.2
+  c.augment.blur_prob = 0.0 if small else 0.5  # SimCLR blurs ImageNet-size images only
+  c.augment.blur_sigma = (0.1, 2.0)
+
+  c.model = ml_collections.ConfigDict()
+  c.model.name = "resnet50"
+  c.model.stem = stem
+  c.model.width = 64
+  c.model.proj_hidden_dim = 2048
+  c.model.proj_dim = 128
+  c.model.dtype = "bfloat16"  # compute in bf16 on GPU/TPU; the loss stays float32
+  c.model.bn_momentum = 0.9
+
+  c.objective = ml_collections.ConfigDict()
+  c.objective.name = arg.objective
+  c.objective.n_views = 2
+  c.objective.temperature = 0.1
+  c.objective.base_temperature = 0.1
+  c.objective.weighting = arg.weighting
+  c.objective.synthetic_weight = 0.5  # the 'fixed' scheme's w
+
+  c.optimizer = ml_collections.ConfigDict()
+  c.optimizer.name = "lars"
+  c.optimizer.learning_rate = 0.3 * c.batch_size / 256  # SimCLR's LARS scaling rule
+  c.optimizer.momentum = 0.9
+  c.optimizer.weight_decay = 1e-6
+  c.optimizer.warmup_steps = math.ceil(warmup_epochs * num_train / c.batch_size)
+  c.optimizer.schedule = "cosine"
+
+  # BYOL's linear evaluation: every train label, an L2-regularised multinomial logistic
+  # regression on frozen, unaugmented features, L2 chosen on held-out train images.
+  c.eval = ml_collections.ConfigDict()
+  c.eval.labels_per_class = 0  # 0: all labelled train images
+  c.eval.probe_seed = 0
+  c.eval.l2_grid = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0)
+  c.eval.heldout_fraction = 0.2
+  c.eval.batch_size = 512
+
+  if c.runlocal:
+    # Minutes on a laptop CPU: a tiny ResNet on 32 px images, a few dozen steps (total_steps
+    # decides; epochs is then only what the full run would do).
+    c.total_steps = 20
+    c.batch_size = 16
+    c.log_every_steps = 5
+    c.checkpoint_every_steps = 10
+    c.keep_checkpoints = 2
+    c.data.image_size = 32
+    c.augment.blur_prob = 0.0
+    c.model.name = "resnet_tiny"
+    c.model.stem = "cifar"
+    c.model.width = 4
+    c.model.proj_hidden_dim = 16
+    c.model.proj_dim = 8
+    c.model.dtype = "float32"
+    c.optimizer.learning_rate = 0.3 * c.batch_size / 256
+    c.optimizer.warmup_steps = 2
+    c.eval.labels_per_class = 10
+    c.eval.heldout_fraction = 0.3
+    c.eval.batch_size = 64
+  return c
