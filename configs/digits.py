@@ -81,6 +81,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.objective.base_temperature = 0.1
   c.objective.weighting = arg.weighting
   c.objective.synthetic_weight = 0.5  # the 'fixed' scheme's w
+  # None builds the [views, views] similarity matrix; an int streams it in blocks of that many
+  # rows (memory linear in the global batch, see benchmarks/README.md).
+  c.objective.block_size = None
 
   c.optimizer = ml_collections.ConfigDict()
   c.optimizer.name = "sgd"  # sgd | lars | adamw

@@ -6,9 +6,11 @@ Each contrastive loss matches the implementation its docstring names, corner cas
 bf16/f16 inputs and in float64 for float64 inputs.
 
 Large batches: `supcon_loss`, `syncon_loss`, `ntxent_loss` and `multipos_loss` take
-`block_size`. With it set, the [anchors, contrast] similarity matrix is never built: row blocks
-stream over column blocks with an online log-sum-exp, and a `jax.custom_vjp` recomputes the
-blocks in the backward pass, so memory is O(N * (dim + block_size)) instead of O(N^2).
+`block_size`. With it set, the [anchors, contrast] similarity matrix is never built: the
+log-sum-exp streams row blocks over column blocks with an online max, and a `jax.custom_vjp`
+recomputes the blocks in the backward pass; the positive terms are linear in the similarities
+and come from per-class feature sums. Memory is O(N * dim + block_size^2) instead of O(N^2),
+and in benchmarks/loss_memory.py it is no slower than the dense path.
 
 Unit-norm inputs: `supcon_loss` and `syncon_loss` use features as given (like SupContrast),
 so features far from unit norm give a large but finite loss; they are not renormalised, which
@@ -68,11 +70,20 @@ _SCALAR_CHECKS: dict[str, tuple[Callable[[float], bool], str]] = {
 }
 
 
+def _upcast(x):
+  """bf16/f16 arrays to float32 (the losses compute in float32 anyway); others unchanged."""
+  dtype = getattr(x, "dtype", None)
+  if dtype is not None and jnp.issubdtype(dtype, jnp.floating) and jnp.finfo(dtype).bits < 32:
+    return jnp.asarray(x).astype(jnp.float32)
+  return x
+
+
 def _jit_loss(*static_argnames: str):
   """jax.jit with the given static keyword arguments, after checking scalar hyperparameters.
 
   One compiled program per loss and shape, also for eager callers (op-by-op dispatch would
-  compile every primitive separately).
+  compile every primitive separately). Half-precision inputs are cast to float32 before the
+  jitted body, so they share its program; gradients come back in the input dtype.
   """
 
   def wrap(fn):
@@ -84,6 +95,8 @@ def _jit_loss(*static_argnames: str):
         value = kwargs.get(name)
         if isinstance(value, int | float) and not ok(value):
           raise ConfigError(f"{fn.__name__}: {name} must be {requirement}, got {value!r}")
+      args = [_upcast(a) for a in args]
+      kwargs = {k: _upcast(v) for k, v in kwargs.items()}
       return jitted(*args, **kwargs)
 
     return call
@@ -94,55 +107,56 @@ def _jit_loss(*static_argnames: str):
 # ----------------------------------------------------------------------------------------------
 # The shared contrastive core.
 #
-# Anchor rows r (features q[r]) contrast against columns c (features k[c]) with logits
-# l = q k^T / T. Column c is in the denominator of row r when col_valid[c] and c != row_self[r].
-# Positives come in groups g (SynCon: g=0 real, g=1 synthetic; the others use one group):
-# pos_g[r, c] = allowed * base[r, c] * (col_group[c] == g), where base is label equality
-# (row_key == col_key) or, with a user mask, mask[row_key[r], col_key[c]]. With column weights
-# cw_g (differentiable; ones except SynCon's synthetic weights):
-#   loss_r = sum_g sum_c pos_g cw_g[c] (lse_r - l_rc) / max_guard(sum_c pos_g)
-#   loss   = sum_r anchor_w[r] loss_r / max(sum_r anchor_w, 1)
+# Columns c are all rows k[c]; anchor rows are the first R of them (q = k[:R], so anchor r's own
+# column is c = r). Logits l = q k^T / T. Column c is in the denominator of anchor r when
+# col_valid[c] and c != r. Positives come in groups g (SynCon: g=0 real, g=1 synthetic; the
+# others use one group): pos_g[r, c] = allowed * base[r, c] * (col_group[c] == g), where base is
+# key equality (labels, or sample ids for SimCLR) or, with a user mask, mask[key_r, key_c].
+# With column weights cw_g (differentiable; ones except SynCon's synthetic weights):
+#   loss_r = sum_g (lse_r * B_g(r) - A_g(r)) / guard(N_g(r)),
+#   A_g(r) = sum_c pos_g cw_g[c] l_rc,  B_g(r) = sum_c pos_g cw_g[c],  N_g(r) = sum_c pos_g,
+#   loss   = sum_r anchor_w[r] loss_r / max(sum_r anchor_w, 1).
 # ----------------------------------------------------------------------------------------------
 
 
 class _Meta(NamedTuple):
   """Non-differentiable row/column bookkeeping for the core; see the comment above."""
 
-  row_key: Array  # [R] int
-  row_self: Array  # [R] int, column index of the anchor itself (-1: none)
-  anchor_w: Array  # [R] float, 1 for rows that are anchors
-  col_key: Array  # [N] int
+  col_key: Array  # [N] int; anchors use col_key[:R]
   col_group: Array  # [N] int in [0, n_groups)
   col_valid: Array  # [N] bool
-  mask: Array | None  # [B, B] float, indexed by keys; None: positives by key equality
-
-
-def _pair_terms(
-  meta: _Meta, row_key, row_self, col_key, col_group, col_valid, col_idx, n_groups: int
-) -> tuple[Array, Array]:
-  """allowed [r, c] bool and pos [G, r, c] float for one block of rows and columns."""
-  allowed = col_valid[None, :] & (col_idx[None, :] != row_self[:, None])
-  if meta.mask is None:
-    base = (row_key[:, None] == col_key[None, :]).astype(meta.anchor_w.dtype)
-  else:
-    base = meta.mask[row_key[:, None], col_key[None, :]]
-  base = jnp.where(allowed, base, 0)
-  pos = jnp.stack([jnp.where(col_group[None, :] == g, base, 0) for g in range(n_groups)])
-  return allowed, pos
+  anchor_w: Array  # [R] float, 1 for rows that are anchors
+  mask: Array | None  # [B, B] float indexed by keys in [0, B); None: positives by key equality
 
 
 def _guarded(count: Array) -> Array:
   return jnp.where(count < _MIN_POSITIVES, 1, count)
 
 
-def _dense_core(q, k, cw, temperature, meta: _Meta, n_groups: int) -> Array:
-  """The core on the full [R, N] matrix; gradients by autodiff."""
+def _combine(lse, acc_l, acc_w, acc_n, anchor_w) -> Array:
+  """The final loss from lse [R] and the per-group sums A, B, N [G, R]."""
+  # A and B come from class sums minus the anchor's own term, so an anchor without positives
+  # gets a round-off residue instead of 0: drop it. (With a user mask whose row sums to
+  # below 1e-6 this drops a term SupContrast would keep at that tiny weight.)
+  empty = acc_n < _MIN_POSITIVES
+  terms = jnp.where(empty, 0, (lse[None] * acc_w - acc_l) / jnp.where(empty, 1, acc_n))
+  loss_r = jnp.sum(terms, axis=0)
+  return jnp.sum(anchor_w * loss_r) / jnp.maximum(jnp.sum(anchor_w), 1)
+
+
+def _dense_core(k, n_rows: int, cw, temperature, meta: _Meta, n_groups: int) -> Array:
+  """The core on the full [R, N] matrix, written like the references; autodiff gradients."""
+  q = k[:n_rows]
   logits = jnp.matmul(q, k.T, precision=_PRECISION) / temperature
-  col_idx = jnp.arange(k.shape[0])
-  allowed, pos = _pair_terms(
-    meta, meta.row_key, meta.row_self, meta.col_key, meta.col_group, meta.col_valid, col_idx,
-    n_groups,
-  )  # fmt: skip
+  row_key = meta.col_key[:n_rows]
+  allowed = meta.col_valid[None, :] & (
+    jnp.arange(k.shape[0])[None, :] != jnp.arange(n_rows)[:, None]
+  )
+  if meta.mask is None:
+    base = (row_key[:, None] == meta.col_key[None, :]).astype(q.dtype)
+  else:
+    base = meta.mask[row_key[:, None], meta.col_key[None, :]]
+  base = jnp.where(allowed, base, 0)
   row_max = jnp.max(jnp.where(allowed, logits, -jnp.inf), axis=1, keepdims=True)
   row_max = jax.lax.stop_gradient(jnp.where(jnp.isfinite(row_max), row_max, 0))
   # Shift inside the `where` so excluded entries (the self-similarity) never reach exp:
@@ -153,166 +167,163 @@ def _dense_core(q, k, cw, temperature, meta: _Meta, n_groups: int) -> Array:
   log_prob = logits - lse
   loss_r = 0
   for g in range(n_groups):
-    num = jnp.sum(pos[g] * cw[g][None, :] * log_prob, axis=1)
-    loss_r = loss_r - num / _guarded(jnp.sum(pos[g], axis=1))
+    pos = jnp.where(meta.col_group[None, :] == g, base, 0)
+    num = jnp.sum(pos * cw[g][None, :] * log_prob, axis=1)
+    loss_r = loss_r - num / _guarded(jnp.sum(pos, axis=1))
   return jnp.sum(meta.anchor_w * loss_r) / jnp.maximum(jnp.sum(meta.anchor_w), 1)
 
 
-def _blocks(x: Array, n_blocks: int) -> Array:
-  return x.reshape((n_blocks, -1) + x.shape[1:])
+def _dense_ranks(keys: Array) -> Array:
+  """Ids in [0, n) with ids[i] == ids[j] iff keys[i] == keys[j] (labels may be any ints)."""
+  order = jnp.argsort(keys)
+  sorted_keys = keys[order]
+  starts = jnp.concatenate([jnp.zeros(1, jnp.int32), (sorted_keys[1:] != sorted_keys[:-1])])
+  return jnp.zeros_like(order).at[order].set(jnp.cumsum(starts.astype(jnp.int32)))
 
 
-def _block_setup(q, k, cw, meta: _Meta, bs_r: int, bs_c: int):
-  nr, nc = q.shape[0] // bs_r, k.shape[0] // bs_c
-  rows = (_blocks(q, nr), _blocks(meta.row_key, nr), _blocks(meta.row_self, nr))
-  col_idx = jnp.arange(k.shape[0])
-  cols = (
-    _blocks(k, nc),
-    jnp.moveaxis(cw.reshape(cw.shape[0], nc, bs_c), 1, 0),  # [nc, G, bs_c]
-    _blocks(meta.col_key, nc),
-    _blocks(meta.col_group, nc),
-    _blocks(meta.col_valid, nc),
-    _blocks(col_idx, nc),
-  )
-  return nr, nc, rows, cols
+def _positive_sums(k, n_rows: int, cw, temperature, meta: _Meta, n_groups: int):
+  """A, B, N [G, R] without the [R, N] matrix: positive sums are linear in the similarities,
+  so sum_c pos[r, c] cw[c] q_r.k_c = q_r . (sum of cw k over r's positive set), and the
+  positive set of an anchor is its key's class (or a mask row over key classes), minus itself.
+  O(N * dim) memory; gradients by autodiff."""
+  q = k[:n_rows]
+  row_key = meta.col_key[:n_rows]
+  self_sq = jnp.sum(q * q, axis=1)  # q_r . k_r: anchor r's own column is r
+  if meta.mask is None:
+    seg, n_seg = _dense_ranks(meta.col_key), k.shape[0]
+    row_seg = seg[:n_rows]
+    mix = lambda per_key: per_key[row_seg]
+    self_base = jnp.ones(n_rows, k.dtype)
+  else:
+    seg, n_seg = meta.col_key, meta.mask.shape[0]
+    mix = lambda per_key: jnp.matmul(meta.mask, per_key, precision=_PRECISION)[row_key]
+    self_base = meta.mask[row_key, row_key]
+  acc_l, acc_w, acc_n = [], [], []
+  for g in range(n_groups):
+    in_group = (meta.col_valid & (meta.col_group == g)).astype(k.dtype)
+    col_w = in_group * cw[g]
+    sum_k = jax.ops.segment_sum(col_w[:, None] * k, seg, n_seg)
+    self_w, self_n = self_base * col_w[:n_rows], self_base * in_group[:n_rows]
+    acc_l.append((jnp.sum(q * mix(sum_k), axis=1) - self_w * self_sq) / temperature)
+    acc_w.append(mix(jax.ops.segment_sum(col_w, seg, n_seg)) - self_w)
+    acc_n.append(mix(jax.ops.segment_sum(in_group, seg, n_seg)) - self_n)
+  return jnp.stack(acc_l), jnp.stack(acc_w), jax.lax.stop_gradient(jnp.stack(acc_n))
 
 
-def _block_stats(q, k, cw, temperature, meta: _Meta, n_groups: int, bs_r: int, bs_c: int):
-  """Streams over blocks: per row lse [R], sum pos*cw*l and sum pos*cw [G, R], sum pos [G, R]."""
-  nr, _, rows, cols = _block_setup(q, k, cw, meta, bs_r, bs_c)
-  dtype = q.dtype
+def _blocks(x: Array, size: int) -> Array:
+  return x.reshape((x.shape[0] // size, size) + x.shape[1:])
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6))
+def _streaming_lse(q, k, temperature, col_valid, row_needed, bs_r: int, bs_c: int) -> Array:
+  """lse[r] = log sum_{c valid, c != r} exp(q_r . k_c / T), [R]; 0 for a row with no column
+  and for row blocks without a needed row (SynCon's synthetic rows are not anchors).
+
+  q [R, D] and k [N, D] are padded to whole blocks. Row blocks stream over column blocks with
+  an online max; the backward pass recomputes the blocks, so memory is O((R + N) * D + bs^2).
+  """
+  return _streaming_lse_fwd(q, k, temperature, col_valid, row_needed, bs_r, bs_c)[0]
+
+
+def _lse_blocks(q, k, col_valid, bs_r, bs_c):
+  rows = (_blocks(q, bs_r), _blocks(jnp.arange(q.shape[0]), bs_r))
+  cols = (_blocks(k, bs_c), _blocks(col_valid, bs_c), _blocks(jnp.arange(k.shape[0]), bs_c))
+  return rows, cols
+
+
+def _block_logits(q_i, rows_i, k_j, valid_j, cols_j, temperature):
+  logits = jnp.matmul(q_i, k_j.T, precision=_PRECISION) / temperature
+  return logits, valid_j[None, :] & (cols_j[None, :] != rows_i[:, None])
+
+
+def _streaming_lse_fwd(q, k, temperature, col_valid, row_needed, bs_r, bs_c):
+  rows, cols = _lse_blocks(q, k, col_valid, bs_r, bs_c)
 
   def row_block(row):
-    q_i, rkey_i, rself_i = row
+    q_i, rows_i, needed_i = row
 
     def col_step(carry, col):
-      run_max, run_sum, acc_l, acc_w, acc_n = carry
-      k_j, cw_j, ckey_j, cgroup_j, cvalid_j, cidx_j = col
-      logits = jnp.matmul(q_i, k_j.T, precision=_PRECISION) / temperature
-      allowed, pos = _pair_terms(
-        meta, rkey_i, rself_i, ckey_j, cgroup_j, cvalid_j, cidx_j, n_groups
-      )
+      run_max, run_sum = carry
+      logits, allowed = _block_logits(q_i, rows_i, *col, temperature)
       new_max = jnp.maximum(run_max, jnp.max(jnp.where(allowed, logits, _NEG_SENTINEL), axis=1))
       exps = jnp.exp(jnp.where(allowed, logits - new_max[:, None], -jnp.inf))
-      run_sum = run_sum * jnp.exp(run_max - new_max) + jnp.sum(exps, axis=1)
-      weighted = pos * cw_j[:, None, :]
-      acc_l = acc_l + jnp.sum(weighted * logits[None], axis=2)
-      acc_w = acc_w + jnp.sum(weighted, axis=2)
-      acc_n = acc_n + jnp.sum(pos, axis=2)
-      return (new_max, run_sum, acc_l, acc_w, acc_n), None
+      return (new_max, run_sum * jnp.exp(run_max - new_max) + jnp.sum(exps, axis=1)), None
 
-    zeros_g = jnp.zeros((n_groups, q_i.shape[0]), dtype)
-    init = (jnp.full((q_i.shape[0],), _NEG_SENTINEL, dtype), jnp.zeros(q_i.shape[0], dtype))
-    (run_max, run_sum, acc_l, acc_w, acc_n), _ = jax.lax.scan(
-      col_step, init + (zeros_g, zeros_g, zeros_g), cols
-    )
-    lse = jnp.where(run_sum > 0, run_max + jnp.log(jnp.where(run_sum > 0, run_sum, 1)), 0)
-    return lse, acc_l, acc_w, acc_n
+    def stream():
+      init = (jnp.full((bs_r,), _NEG_SENTINEL, q.dtype), jnp.zeros(bs_r, q.dtype))
+      (run_max, run_sum), _ = jax.lax.scan(col_step, init, cols)
+      has = run_sum > 0
+      return jnp.where(has, run_max + jnp.log(jnp.where(has, run_sum, 1)), 0)
 
-  lse, acc_l, acc_w, acc_n = jax.lax.map(row_block, rows)
-  flat_g = lambda a: jnp.moveaxis(a, 1, 0).reshape(n_groups, -1)
-  return lse.reshape(-1), flat_g(acc_l), flat_g(acc_w), flat_g(acc_n)
+    return jax.lax.cond(jnp.any(needed_i), stream, lambda: jnp.zeros(bs_r, q.dtype))
+
+  lse = jax.lax.map(row_block, rows + (_blocks(row_needed, bs_r),)).reshape(-1)
+  return lse, (q, k, temperature, col_valid, lse)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6, 7))
-def _blockwise_core(q, k, cw, temperature, meta, n_groups, bs_r, bs_c):
-  return _blockwise_fwd(q, k, cw, temperature, meta, n_groups, bs_r, bs_c)[0]
+def _streaming_lse_bwd(bs_r, bs_c, res, ct):
+  q, k, temperature, col_valid, lse = res
+  rows, cols = _lse_blocks(q, k, col_valid, bs_r, bs_c)
 
-
-def _blockwise_fwd(q, k, cw, temperature, meta, n_groups, bs_r, bs_c):
-  lse, acc_l, acc_w, acc_n = _block_stats(q, k, cw, temperature, meta, n_groups, bs_r, bs_c)
-  coef = 1 / _guarded(acc_n)  # [G, R]
-  loss_r = jnp.sum(coef * (lse[None] * acc_w - acc_l), axis=0)
-  n_anchors = jnp.maximum(jnp.sum(meta.anchor_w), 1)
-  loss = jnp.sum(meta.anchor_w * loss_r) / n_anchors
-  return loss, (q, k, cw, temperature, meta, lse, coef, acc_w, n_anchors)
-
-
-def _blockwise_bwd(n_groups, bs_r, bs_c, res, ct):
-  q, k, cw, temperature, meta, lse, coef, acc_w, n_anchors = res
-  nr, nc, rows, cols = _block_setup(q, k, cw, meta, bs_r, bs_c)
-  row_ct = ct * meta.anchor_w / n_anchors  # d loss / d loss_r
-  # d loss_r / d l_rc = sum_g coef_g acc_w_g p_rc - sum_g coef_g pos_g cw_g[c]
-  prob_coef = jnp.sum(coef * acc_w, axis=0)
-  row_extra = (_blocks(lse, nr), _blocks(row_ct, nr), _blocks(prob_coef, nr))
-  row_extra += (jnp.moveaxis(coef.reshape(n_groups, nr, bs_r), 1, 0),)
-
-  def row_block(carry, row):
-    dk, dcw, dtemp = carry
-    (q_i, rkey_i, rself_i), (lse_i, rct_i, pcoef_i, coef_i) = row
+  # d lse_r / d l_rc = p_rc (the softmax), so with G = ct * p: dq = G k / T, dk = G^T q / T.
+  def row_block(dk, row):
+    q_i, rows_i, lse_i, ct_i = row
 
     def col_step(dq_i, col):
-      k_j, cw_j, ckey_j, cgroup_j, cvalid_j, cidx_j = col
-      logits = jnp.matmul(q_i, k_j.T, precision=_PRECISION) / temperature
-      allowed, pos = _pair_terms(
-        meta, rkey_i, rself_i, ckey_j, cgroup_j, cvalid_j, cidx_j, n_groups
-      )
-      log_p = logits - lse_i[:, None]
-      prob = jnp.exp(jnp.where(allowed, log_p, -jnp.inf))
-      pos_coef = pos * coef_i[:, :, None]  # [G, r, c]
-      grad_l = rct_i[:, None] * (pcoef_i[:, None] * prob - jnp.sum(pos_coef * cw_j[:, None], 0))
-      dq_i = dq_i + jnp.matmul(grad_l, k_j, precision=_PRECISION) / temperature
-      dk_j = jnp.matmul(grad_l.T, q_i, precision=_PRECISION) / temperature
-      dcw_j = jnp.sum(rct_i[None, :, None] * pos_coef * (-log_p)[None], axis=1)  # [G, c]
-      dtemp_j = -jnp.sum(grad_l * logits) / temperature
-      return dq_i, (dk_j, dcw_j, dtemp_j)
+      k_j = col[0]
+      logits, allowed = _block_logits(q_i, rows_i, *col, temperature)
+      g = ct_i[:, None] * jnp.exp(jnp.where(allowed, logits - lse_i[:, None], -jnp.inf))
+      dq_i = dq_i + jnp.matmul(g, k_j, precision=_PRECISION)
+      return dq_i, jnp.matmul(g.T, q_i, precision=_PRECISION)
 
-    dq_i, (dk_part, dcw_part, dtemp_part) = jax.lax.scan(col_step, jnp.zeros_like(q_i), cols)
-    carry = (dk + dk_part, dcw + dcw_part, dtemp + jnp.sum(dtemp_part))
-    return carry, dq_i
+    def stream():
+      dq_i, dk_parts = jax.lax.scan(col_step, jnp.zeros_like(q_i), cols)
+      return dk + dk_parts.reshape(k.shape), dq_i
 
-  init = (jnp.zeros((nc, bs_c) + k.shape[1:], k.dtype), jnp.zeros((nc, n_groups, bs_c), k.dtype))
-  (dk, dcw, dtemp), dq = jax.lax.scan(
-    row_block, init + (jnp.zeros((), k.dtype),), (rows, row_extra)
-  )
-  dcw = jnp.moveaxis(dcw, 0, 1).reshape(cw.shape)
-  meta_ct = jax.tree.map(lambda _: None, meta)
-  return dq.reshape(q.shape), dk.reshape(k.shape), dcw, dtemp.astype(temperature.dtype), meta_ct
+    # Rows that are not anchors (or padding) get a zero cotangent: skip their blocks.
+    return jax.lax.cond(jnp.any(ct_i != 0), stream, lambda: (dk, jnp.zeros_like(q_i)))
+
+  row_ct = rows + (_blocks(lse, bs_r), _blocks(ct, bs_r))
+  dk, dq = jax.lax.scan(row_block, jnp.zeros_like(k), row_ct)
+  dq, dk = dq.reshape(q.shape) / temperature, dk / temperature
+  # d l_rc / dT = -l_rc / T, and sum_rc G_rc l_rc = T * sum_r q_r . dq_r: no extra pass.
+  dtemp = -jnp.sum(q * dq) / temperature
+  return dq, dk, dtemp.astype(temperature.dtype), None, None
 
 
-_blockwise_core.defvjp(_blockwise_fwd, _blockwise_bwd)
+_streaming_lse.defvjp(_streaming_lse_fwd, _streaming_lse_bwd)
 
 
-def _pad_to(x: Array, size: int, value) -> Array:
-  pad = [(0, size - x.shape[0])] + [(0, 0)] * (x.ndim - 1)
-  return jnp.pad(x, pad, constant_values=value)
+def _pad_to(x: Array, size: int) -> Array:
+  return jnp.pad(x, [(0, size - x.shape[0])] + [(0, 0)] * (x.ndim - 1))
 
 
 def _contrastive_core(
-  q: Array, k: Array, cw: Array, temperature, meta: _Meta, *, n_groups: int, block_size
+  k: Array, n_rows: int, cw: Array, temperature, meta: _Meta, *, n_groups: int, block_size
 ) -> Array:
-  """Dispatches to the dense or blockwise core; pads rows/columns to whole blocks."""
-  temperature = jnp.asarray(temperature, q.dtype)
+  """The loss for anchors k[:n_rows] against columns k; dense or blockwise."""
+  temperature = jnp.asarray(temperature, k.dtype)
   if block_size is None:
-    return _dense_core(q, k, cw, temperature, meta, n_groups)
-  n_rows, n_cols = q.shape[0], k.shape[0]
+    return _dense_core(k, n_rows, cw, temperature, meta, n_groups)
+  acc_l, acc_w, acc_n = _positive_sums(k, n_rows, cw, temperature, meta, n_groups)
+  n_cols = k.shape[0]
   bs_r, bs_c = min(block_size, n_rows), min(block_size, n_cols)
   rows_p, cols_p = -(-n_rows // bs_r) * bs_r, -(-n_cols // bs_c) * bs_c
-  # Padded rows are not anchors and padded columns are invalid, so they drop out everywhere.
-  meta = _Meta(
-    row_key=_pad_to(meta.row_key, rows_p, 0),
-    row_self=_pad_to(meta.row_self, rows_p, -1),
-    anchor_w=_pad_to(meta.anchor_w, rows_p, 0),
-    col_key=_pad_to(meta.col_key, cols_p, 0),
-    col_group=_pad_to(meta.col_group, cols_p, 0),
-    col_valid=_pad_to(meta.col_valid, cols_p, False),
-    mask=meta.mask,
-  )
-  q, k = _pad_to(q, rows_p, 0), _pad_to(k, cols_p, 0)
-  cw = jnp.pad(cw, [(0, 0), (0, cols_p - n_cols)])
-  return _blockwise_core(q, k, cw, temperature, meta, n_groups, bs_r, bs_c)
+  # Padded columns are invalid; padded rows are not needed.
+  q, k_p = _pad_to(k[:n_rows], rows_p), _pad_to(k, cols_p)
+  col_valid, needed = _pad_to(meta.col_valid, cols_p), _pad_to(meta.anchor_w > 0, rows_p)
+  lse = _streaming_lse(q, k_p, temperature, col_valid, needed, bs_r, bs_c)
+  return _combine(lse[:n_rows], acc_l, acc_w, acc_n, meta.anchor_w)
 
 
 def _simple_meta(keys: Array, n_rows: int, dtype, mask: Array | None = None) -> _Meta:
-  """Rows are the first n_rows columns, all valid anchors, one positive group."""
+  """Every column valid, one positive group, the first n_rows columns are the anchors."""
   n = keys.shape[0]
   return _Meta(
-    row_key=keys[:n_rows],
-    row_self=jnp.arange(n_rows),
-    anchor_w=jnp.ones(n_rows, dtype),
     col_key=keys,
     col_group=jnp.zeros(n, jnp.int32),
     col_valid=jnp.ones(n, bool),
+    anchor_w=jnp.ones(n_rows, dtype),
     mask=mask,
   )
 
@@ -331,6 +342,7 @@ def supcon_loss(
   temperature: float = 0.07,
   base_temperature: float = 0.07,
   contrast_mode: str = "all",
+  valid: Array | None = None,
   block_size: int | None = None,
 ) -> Array:
   """SupContrast's `SupConLoss` (Khosla et al. 2020, L_out), same numbers.
@@ -344,11 +356,14 @@ def supcon_loss(
     temperature, base_temperature: the loss is scaled by temperature / base_temperature.
     contrast_mode: 'all' (every row is an anchor) or 'one' (view 0 only); both contrast
       against all rows but the anchor itself.
+    valid: [batch] bool or None (all valid; SupContrast). Every view of an invalid sample
+      (a placeholder slot) is neither anchor, positive nor in any denominator: the result
+      equals the loss on the batch with those samples deleted.
     block_size: rows/columns per block for the memory-linear path; None builds the matrix.
 
   Returns:
-    Scalar: mean over anchors of -(T / T_base) * mean over positives of log p; an anchor
-    without positives contributes 0 and still counts in the mean.
+    Scalar: mean over (valid) anchors of -(T / T_base) * mean over positives of log p; an
+    anchor without positives contributes 0 and still counts in the mean.
   """
   _check_block_size(block_size)
   if features.ndim < 3:
@@ -376,9 +391,14 @@ def supcon_loss(
     mask = jax.lax.stop_gradient(mask.astype(dtype))
   n_rows = batch * n_views if contrast_mode == "all" else batch
   meta = _simple_meta(keys, n_rows, dtype, mask)
+  if valid is not None:
+    valid = jnp.asarray(valid, bool)
+    if valid.shape != (batch,):
+      raise ValueError(f"valid must have shape ({batch},), got {valid.shape}")
+    meta = meta._replace(col_valid=valid[sample], anchor_w=valid[sample][:n_rows].astype(dtype))
   loss = _contrastive_core(
-    contrast[:n_rows], contrast, jnp.ones((1, contrast.shape[0]), dtype), temperature, meta,
-    n_groups=1, block_size=block_size,
+    contrast, n_rows, jnp.ones((1, contrast.shape[0]), dtype), temperature, meta, n_groups=1,
+    block_size=block_size,
   )  # fmt: skip
   return (temperature / base_temperature) * loss
 
@@ -434,18 +454,16 @@ def syncon_loss(
     raise ValueError(f"valid must have shape ({n},), got {valid.shape}")
   labels = jnp.asarray(labels)
   meta = _Meta(
-    row_key=labels,
-    row_self=jnp.arange(n),
-    anchor_w=(valid & ~is_synthetic).astype(dtype),
     col_key=labels,
     col_group=is_synthetic.astype(jnp.int32),
     col_valid=valid,
+    anchor_w=(valid & ~is_synthetic).astype(dtype),
     mask=None,
   )
   features = features.astype(dtype)
   weights = jnp.stack([jnp.ones(n, dtype), jnp.asarray(synthetic_weight).astype(dtype)])
   loss = _contrastive_core(
-    features, features, weights, temperature, meta, n_groups=2, block_size=block_size
+    features, n, weights, temperature, meta, n_groups=2, block_size=block_size
   )
   return (temperature / base_temperature) * loss
 
@@ -467,8 +485,9 @@ def ntxent_loss(
   dtype = _compute_dtype(z1, z2)
   z = l2_normalize(jnp.concatenate([z1, z2]).astype(dtype))
   meta = _simple_meta(jnp.tile(jnp.arange(z1.shape[0]), 2), z.shape[0], dtype)
+  n = z.shape[0]
   return _contrastive_core(
-    z, z, jnp.ones((1, z.shape[0]), dtype), temperature, meta, n_groups=1, block_size=block_size
+    z, n, jnp.ones((1, n), dtype), temperature, meta, n_groups=1, block_size=block_size
   )
 
 
@@ -492,8 +511,9 @@ def multipos_loss(
   dtype = _compute_dtype(features)
   z = l2_normalize(features.astype(dtype))
   meta = _simple_meta(jnp.asarray(labels), z.shape[0], dtype)
+  n = z.shape[0]
   return _contrastive_core(
-    z, z, jnp.ones((1, z.shape[0]), dtype), temperature, meta, n_groups=1, block_size=block_size
+    z, n, jnp.ones((1, n), dtype), temperature, meta, n_groups=1, block_size=block_size
   )
 
 

@@ -18,6 +18,7 @@ def loss_real_only(z, labels, synthetic_valid, state, config):
     labels,
     temperature=config.temperature,
     base_temperature=config.base_temperature,
+    block_size=config.block_size,
   )
   return loss, {}
 
@@ -38,5 +39,6 @@ def loss_synthetic_as_real(z, labels, synthetic_valid, state, config):
     temperature=config.temperature,
     base_temperature=config.base_temperature,
     valid=valid,
+    block_size=config.block_size,
   )
   return loss, {}

@@ -33,5 +33,6 @@ def loss(z, labels, synthetic_valid, state, config):
     temperature=config.temperature,
     base_temperature=config.base_temperature,
     valid=jnp.broadcast_to(valid[:, :, None], (b, k, v)).reshape(-1),
+    block_size=config.block_size,
   )
   return loss_value, {"synthetic_weight_mean": jnp.mean(w)}
