@@ -33,7 +33,7 @@ demo: $(VENV)/.installed
 	  --config.data.synthetic_dir=$(SYNTHETIC_DIR)
 
 test: $(VENV)/.installed-test
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --durations=15
 
 lint: $(VENV)/.installed-test
 	$(VENV)/bin/ruff check syncon_jax tests configs benchmarks

@@ -1,42 +1,133 @@
 r"""Pretrains an encoder: python -m syncon_jax.main --config=configs/digits.py --workdir=runs/demo
 
-Run the same command on every host of a TPU pod or GPU cluster; see launch/ and the README.
+Run the same command on every host of a TPU pod or GPU cluster; see launch/ and the README section "Scaling out".
+The process joins a multi-process run when the flags --coordinator_address, --num_processes and
+--process_id ask for one, under SLURM with more than one task (srun), or on a Cloud TPU VM.
 """
 
+import glob
 import os
 import sys
+from collections.abc import Mapping
+from typing import Any
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
 from syncon_jax import metrics
-from syncon_jax.errors import UserError
+from syncon_jax.errors import ConfigError, UserError
 
-_CONFIG = config_flags.DEFINE_config_file("config", "configs/digits.py", "Training config.")
-_WORKDIR = flags.DEFINE_string("workdir", "runs/demo", "Where checkpoints, logs and metrics go.")
-_COORDINATOR = flags.DEFINE_string(
-  "coordinator_address", None, "host:port of process 0, for multi-process runs."
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+  """The command line. Defined only when this module runs as the program, so that importing it
+  (tests do) defines no absl flags to clash with linear_eval's --config and --workdir."""
+  config_flags.DEFINE_config_file("config", "configs/digits.py", "Training config.")
+  flags.DEFINE_string("workdir", "runs/demo", "Where checkpoints, logs and metrics go.")
+  flags.DEFINE_string(
+    "coordinator_address", None, "host:port of process 0, for multi-process runs."
+  )
+  flags.DEFINE_integer("num_processes", None, "Processes in a multi-process run.")
+  flags.DEFINE_integer("process_id", None, "This process's index in a multi-process run.")
+
+
+# The variables jax.distributed reads under SLURM; srun sets the step ones, so a plain `python`
+# inside an sbatch script (one process) is not mistaken for a multi-process run.
+SLURM_VARIABLES = (
+  "SLURM_JOB_ID",
+  "SLURM_STEP_NODELIST",
+  "SLURM_NTASKS",
+  "SLURM_PROCID",
+  "SLURM_LOCALID",
 )
-_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in a multi-process run.")
-_PROCESS_ID = flags.DEFINE_integer(
-  "process_id", None, "This process's index in a multi-process run."
-)
+# Set by GKE on TPU slices: the slice's hosts, comma separated.
+TPU_HOSTS_VARIABLES = ("TPU_PROCESS_ADDRESSES", "TPU_WORKER_HOSTNAMES")
 
 
-def initialize_distributed() -> None:
+def on_cloud_tpu_vm() -> bool:
+  """Whether TPU chips are attached: /dev/accel* (TPU v2-v4) or /dev/vfio/<n> (v5 and later)."""
+  return bool(glob.glob("/dev/accel*") or glob.glob("/dev/vfio/[0-9]*"))
+
+
+def distributed_setup(
+  coordinator_address: str | None,
+  num_processes: int | None,
+  process_id: int | None,
+  environ: Mapping[str, str],
+  tpu_vm: bool,
+) -> tuple[str, dict[str, Any]] | None:
+  """How this process joins a multi-process run, or None when it runs alone.
+
+  Returns (source, kwargs for jax.distributed.initialize): source is 'flags' (the three flags,
+  which win over the environment), 'slurm' (srun with more than one task) or 'tpu' (a Cloud TPU
+  VM or a GKE TPU slice); for the last two jax reads the rest from the environment.
+  """
+  given = {
+    "--coordinator_address": coordinator_address,
+    "--num_processes": num_processes,
+    "--process_id": process_id,
+  }
+  if any(v is not None for v in given.values()):
+    missing = [name for name, v in given.items() if v is None]
+    if missing:
+      raise ConfigError(
+        "--coordinator_address, --num_processes and --process_id go together; missing: "
+        + ", ".join(missing)
+      )
+    if num_processes < 1 or not 0 <= process_id < num_processes:
+      raise ConfigError(
+        f"--process_id={process_id} must lie in [0, --num_processes={num_processes})."
+      )
+    return "flags", {
+      "coordinator_address": coordinator_address,
+      "num_processes": num_processes,
+      "process_id": process_id,
+    }
+  if all(v in environ for v in SLURM_VARIABLES) and int(environ["SLURM_NTASKS"]) > 1:
+    return "slurm", {}
+  if tpu_vm or any(len(environ.get(v, "").split(",")) > 1 for v in TPU_HOSTS_VARIABLES):
+    return "tpu", {}
+  return None
+
+
+def initialize_distributed(
+  coordinator_address: str | None = None,
+  num_processes: int | None = None,
+  process_id: int | None = None,
+) -> None:
   """Joins the multi-process runtime when the flags or the environment (TPU pod, SLURM) ask."""
   import jax
 
-  if _COORDINATOR.value:
-    # Only the CPU backend reads this; it lets CPU processes run collectives over TCP.
-    jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    jax.distributed.initialize(
-      coordinator_address=_COORDINATOR.value,
-      num_processes=_NUM_PROCESSES.value,
-      process_id=_PROCESS_ID.value,
-    )
-  elif int(os.environ.get("SLURM_NTASKS", "1")) > 1 or os.environ.get("TPU_WORKER_HOSTNAMES"):
-    jax.distributed.initialize()
+  setup = distributed_setup(
+    coordinator_address, num_processes, process_id, os.environ, on_cloud_tpu_vm()
+  )
+  if setup is None:
+    return
+  source, kwargs = setup
+  # The CPU backend has no cross-process collectives of its own; gloo runs them over TCP.
+  # Accelerator backends ignore the setting.
+  jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  try:
+    jax.distributed.initialize(**kwargs)
+  except ValueError as e:
+    if source != "tpu":
+      raise
+    # A TPU VM that is not part of a slice jax can discover (one host, or Colab): the TPU runtime
+    # still sees every local chip, so one process is right.
+    logging.warning("No TPU slice to join (%s); running as a single process.", e)
+    return
+  logging.info(
+    "Process %d of %d (%s): %d local devices, %d in all.",
+    jax.process_index(),
+    jax.process_count(),
+    source,
+    jax.local_device_count(),
+    jax.device_count(),
+  )
+  if jax.process_index() != 0:
+    # Every host runs the same loop; process 0 alone reports it (warnings still show everywhere).
+    logging.set_verbosity(logging.WARNING)
 
 
 def main(argv) -> None:
@@ -49,8 +140,8 @@ def main(argv) -> None:
   from syncon_jax import train
 
   try:
-    initialize_distributed()
-    train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
+    train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
   except UserError as e:
     logging.error("%s", e)
     print(f"error: {e}", file=sys.stderr)
@@ -58,4 +149,5 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

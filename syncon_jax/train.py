@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
+import orbax.checkpoint as ocp
 from absl import logging
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding
@@ -220,6 +221,28 @@ def global_batch(host: dict[str, np.ndarray], sharding: NamedSharding) -> dict[s
   return {k: jax.make_array_from_process_local_data(sharding, host[k]) for k in keys}
 
 
+# How long a host that compiled the step waits for the slowest one (a large model on a busy
+# host compiles for minutes).
+COMPILE_BARRIER_TIMEOUT_S = 3600
+
+
+def compile_and_meet(step_fn, state: TrainState, batch: dict[str, jax.Array]):
+  """Compiles step_fn for these arguments, then waits until every process has compiled it.
+
+  For multi-process runs. Hosts finish compiling at different times (only process 0's key
+  matches the persistent compilation cache, for one), and CPU collectives (gloo) give the
+  processes of a collective 30 s to meet; this barrier uses the distributed runtime's key-value
+  store instead, which waits as long as COMPILE_BARRIER_TIMEOUT_S.
+  """
+  compiled = step_fn.lower(state, batch).compile()
+  ocp.multihost.sync_global_processes(
+    "train_step_compiled",
+    timeout=COMPILE_BARRIER_TIMEOUT_S,
+    processes=set(range(jax.process_count())),
+  )
+  return compiled
+
+
 # ----------------------------------------------------------------------------------------------
 # The loop.
 
@@ -244,8 +267,12 @@ def _check_workdir_compatible(workdir: str, config) -> None:
 def _write_config(workdir: str, config) -> None:
   if jax.process_index() == 0:
     os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, "config.json"), "w") as f:
+    path = os.path.join(workdir, "config.json")
+    # Replaced whole, never truncated: the other processes may be reading the previous one
+    # (_check_workdir_compatible) at this moment.
+    with open(path + ".tmp", "w") as f:
       f.write(config.to_json(indent=2))
+    os.replace(path + ".tmp", path)
 
 
 def write_synthetic_weights(workdir: str, state: TrainState, class_names, config) -> dict:
@@ -333,7 +360,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
       host = next_host.result()
       if step + 1 < total:
         next_host = prefetch.submit(host_batch, step + 1)
-      state, step_metrics = step_fn(state, global_batch(host, batch_sharding))
+      batch = global_batch(host, batch_sharding)
+      if step == start and jax.process_count() > 1:
+        step_fn = compile_and_meet(step_fn, state, batch)
+      state, step_metrics = step_fn(state, batch)
       done = step + 1
       if step == start:
         # Throughput and ETA count from the end of the first step, which includes compilation.
