@@ -9,12 +9,38 @@ import math
 
 import ml_collections
 
-from configs.digits import parse_arg
-
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "paper_config", "parse_arg"]
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "objective_config", "paper_config", "parse_arg"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
+  """Parses 'k=v,flag' into a ConfigDict over `defaults`; a bare name sets a bool to True."""
+  out = ml_collections.ConfigDict(defaults)
+  for part in filter(None, (arg or "").split(",")):
+    key, eq, value = part.partition("=")
+    if key not in out:
+      raise ValueError(f"Unknown config variant {key!r}; valid: {sorted(out.keys())}")
+    out[key] = value if eq else True
+  return out
+
+
+def objective_config(arg: ml_collections.ConfigDict, *, block_size: int | None):
+  """The objective section every config shares; `arg` is the parsed variant string.
+
+  block_size: None builds the [views, views] similarity matrix; an int streams it in blocks of
+  that many rows (memory linear in the global batch, see benchmarks/README.md).
+  """
+  o = ml_collections.ConfigDict()
+  o.name = arg.objective
+  o.n_views = 2
+  o.temperature = 0.1
+  o.base_temperature = 0.1
+  o.weighting = arg.weighting
+  o.synthetic_weight = 0.5  # the 'fixed' scheme's w
+  o.block_size = block_size
+  return o
 
 
 def paper_config(
@@ -83,16 +109,9 @@ def paper_config(
   c.model.dtype = "bfloat16"  # compute in bf16 on GPU/TPU; the loss stays float32
   c.model.bn_momentum = 0.9
 
-  c.objective = ml_collections.ConfigDict()
-  c.objective.name = arg.objective
-  c.objective.n_views = 2
-  c.objective.temperature = 0.1
-  c.objective.base_temperature = 0.1
-  c.objective.weighting = arg.weighting
-  c.objective.synthetic_weight = 0.5  # the 'fixed' scheme's w
   # Paper batches (1024 real + 1024 synthetic, 2 views: 4096 rows) stream the similarity
   # matrix in blocks, so memory grows linearly in the global batch (benchmarks/README.md).
-  c.objective.block_size = 1024
+  c.objective = objective_config(arg, block_size=1024)
 
   c.optimizer = ml_collections.ConfigDict()
   c.optimizer.name = "lars"

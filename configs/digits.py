@@ -16,20 +16,11 @@ Variants, comma separated after the colon:
 
 import ml_collections
 
-
-def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
-  """Parses 'k=v,flag' into a ConfigDict over `defaults`; a bare name sets a bool to True."""
-  out = ml_collections.ConfigDict(defaults)
-  for part in filter(None, (arg or "").split(",")):
-    key, eq, value = part.partition("=")
-    if key not in out:
-      raise ValueError(f"Unknown config variant {key!r}; valid: {sorted(out.keys())}")
-    out[key] = value if eq else True
-  return out
+from configs import common
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  arg = parse_arg(arg, objective="syncon", weighting="fixed", runlocal=False)
+  arg = common.parse_arg(arg, objective="syncon", weighting="fixed", runlocal=False)
   c = ml_collections.ConfigDict()
   c.seed = 0
   c.runlocal = bool(arg.runlocal)
@@ -74,16 +65,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.model.dtype = "float32"  # 'bfloat16' computes in bf16; the loss stays float32
   c.model.bn_momentum = 0.9
 
-  c.objective = ml_collections.ConfigDict()
-  c.objective.name = arg.objective
-  c.objective.n_views = 2
-  c.objective.temperature = 0.1
-  c.objective.base_temperature = 0.1
-  c.objective.weighting = arg.weighting
-  c.objective.synthetic_weight = 0.5  # the 'fixed' scheme's w
-  # None builds the [views, views] similarity matrix; an int streams it in blocks of that many
-  # rows (memory linear in the global batch, see benchmarks/README.md).
-  c.objective.block_size = None
+  # Small batches: the dense [views, views] similarity matrix is cheapest.
+  c.objective = common.objective_config(arg, block_size=None)
 
   c.optimizer = ml_collections.ConfigDict()
   c.optimizer.name = "sgd"  # sgd | lars | adamw
