@@ -8,7 +8,9 @@ WORKDIR ?= runs/demo
 SYNTHETIC_DIR ?= runs/synthetic_digits
 CONFIG ?= configs/digits.py
 
-.PHONY: demo test install install-test lint clean
+EXPERIMENT_DIR ?= runs/experiment
+
+.PHONY: demo test experiment install install-test lint clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +33,11 @@ demo: $(VENV)/.installed
 	  --config.data.synthetic_dir=$(SYNTHETIC_DIR)
 	$(PY) -m syncon_jax.linear_eval --config=$(CONFIG) --workdir=$(WORKDIR) \
 	  --config.data.synthetic_dir=$(SYNTHETIC_DIR)
+
+# The headline result (README "Which synthetic classes are bad"): every method x 3 seeds on
+# renders with swapped and noise classes; report in $(EXPERIMENT_DIR)/report. About an hour here.
+experiment: $(VENV)/.installed
+	$(PY) -m syncon_jax.tools.experiment --config=$(CONFIG) --workdir=$(EXPERIMENT_DIR)
 
 test: $(VENV)/.installed-test
 	$(PY) -m pytest -q -n 2 --durations=15

@@ -26,20 +26,33 @@ def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
   return out
 
 
-def objective_config(arg: ml_collections.ConfigDict, *, block_size: int | None):
+def objective_config(arg: ml_collections.ConfigDict, *, block_size: int | None, total_steps: int):
   """The objective section every config shares; `arg` is the parsed variant string.
 
   block_size: None builds the [views, views] similarity matrix; an int streams it in blocks of
   that many rows (memory linear in the global batch, see benchmarks/README.md).
+  total_steps: the run's length, which sets the auto scheme's probation.
   """
   o = ml_collections.ConfigDict()
   o.name = arg.objective
   o.n_views = 2
   o.temperature = 0.1
   o.base_temperature = 0.1
-  o.weighting = arg.weighting
-  o.synthetic_weight = 0.5  # the 'fixed' scheme's w
   o.block_size = block_size
+  # SynCon's synthetic weights (syncon_jax/weighting.py).
+  o.weighting = arg.weighting
+  o.synthetic_weight = 0.5  # 'fixed': the weight; 'learned', 'hypernet': the initial weight
+  # lambda sets the level the weights settle at (w_c ~ lambda / dL/dw_c, about 2 lambda here).
+  o.weight_lambda = 0.25  # 'learned', 'hypernet': lambda of the -lambda * sum log w term
+  o.weight_learning_rate = 0.5  # 'learned', 'hypernet': SGD step on the weights' parameters
+  o.hypernet_hidden = 16
+  o.hypernet_seed = 0
+  o.stats_decay = 0.95  # per-class running statistics of the embeddings
+  o.agreement_temperature = 0.1  # the 'soft' agreement score's softmax temperature
+  o.spread_k = 2.0  # 'within': at most k real standard deviations below the real mean cosine
+  o.probation_steps = max(1, total_steps // 3)  # 'auto': real-only steps that measure agreement
+  o.auto_score = "nearest"  # 'auto': which agreement score becomes the weight
+  o.probation_ssl_weight = 1.0  # 'auto': SimCLR on synthetic images during probation
   return o
 
 
@@ -111,7 +124,7 @@ def paper_config(
 
   # Paper batches (1024 real + 1024 synthetic, 2 views: 4096 rows) stream the similarity
   # matrix in blocks, so memory grows linearly in the global batch (benchmarks/README.md).
-  c.objective = objective_config(arg, block_size=1024)
+  c.objective = objective_config(arg, block_size=1024, total_steps=c.total_steps)
 
   c.optimizer = ml_collections.ConfigDict()
   c.optimizer.name = "lars"
@@ -151,4 +164,5 @@ def paper_config(
     c.eval.labels_per_class = 10
     c.eval.heldout_fraction = 0.3
     c.eval.batch_size = 64
+    c.objective.probation_steps = max(1, c.total_steps // 3)
   return c

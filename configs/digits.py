@@ -8,7 +8,7 @@ Run (what `make demo` does):
 
 Variants, comma separated after the colon:
   objective=supcon|supcon_syn|syncon    (default syncon)
-  weighting=fixed                       (default fixed, weight 0.5)
+  weighting=auto|fixed|learned|hypernet|proto_sim   (default auto; see syncon_jax/weighting.py)
   runlocal                              a few dozen steps on a tiny model, for tests
 
   python -m syncon_jax.main --config=configs/digits.py:objective=supcon,runlocal --workdir=/tmp/x
@@ -20,7 +20,7 @@ from configs import common
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  arg = common.parse_arg(arg, objective="syncon", weighting="fixed", runlocal=False)
+  arg = common.parse_arg(arg, objective="syncon", weighting="auto", runlocal=False)
   c = ml_collections.ConfigDict()
   c.seed = 0
   c.runlocal = bool(arg.runlocal)
@@ -36,6 +36,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.data.manual_dir = None
   c.data.synthetic_dir = "runs/synthetic_digits"
   c.data.synthetic_per_real = 1
+  # What tools/render_digits draws into synthetic_dir (make demo, make experiment): the classes
+  # whose folder gets another digit's renders ('swap') or noise ('noise'), or both on
+  # different classes ('both': the first half of the list swapped, the rest noise).
+  c.data.corrupt_classes = ()
+  c.data.corruption = "swap"
   # sklearn digits are 8x8: 16 px keeps every source pixel and costs a quarter of 32 px.
   c.data.image_size = 16
   c.data.test_fraction = 0.3
@@ -66,7 +71,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.model.bn_momentum = 0.9
 
   # Small batches: the dense [views, views] similarity matrix is cheapest.
-  c.objective = common.objective_config(arg, block_size=None)
+  c.objective = common.objective_config(arg, block_size=None, total_steps=c.total_steps)
 
   c.optimizer = ml_collections.ConfigDict()
   c.optimizer.name = "sgd"  # sgd | lars | adamw
@@ -83,6 +88,26 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.eval.heldout_fraction = 0.3  # of the labelled images, to choose L2
   c.eval.batch_size = 256
 
+  # make experiment (syncon_jax/tools/experiment.py): every method x seed on renders with bad
+  # classes; methods are objective names, or syncon-<weighting>.
+  c.experiment = ml_collections.ConfigDict()
+  c.experiment.seeds = (0, 1, 2)
+  c.experiment.methods = (
+    "supcon",
+    "supcon_syn",
+    "syncon-fixed",
+    "syncon-learned",
+    "syncon-hypernet",
+    "syncon-proto_sim",
+    "syncon-auto",
+  )
+  c.experiment.corrupt_classes = ("3", "8", "6")  # 'both': 3 and 8 swapped, 6 noise
+  c.experiment.corruption = "both"
+  c.experiment.render_per_class = 100  # as tools/render_digits' defaults (make demo)
+  c.experiment.render_seed = 0
+  c.experiment.render_image_size = 32
+  c.experiment.render_prompts_per_class = 10
+
   if c.runlocal:
     c.total_steps = 12
     c.batch_size = 16
@@ -93,4 +118,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.model.proj_hidden_dim = 16
     c.model.proj_dim = 8
     c.optimizer.warmup_steps = 2
+    c.objective.probation_steps = c.total_steps // 3
   return c

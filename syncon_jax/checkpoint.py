@@ -36,7 +36,9 @@ def _like(template, restored):
   leaves = jax.tree.leaves(restored)
   treedef = jax.tree.structure(template)
   if treedef.num_leaves != len(leaves):
-    raise ValueError(f"Checkpoint has {len(leaves)} arrays where {treedef.num_leaves} are expected.")
+    raise ValueError(
+      f"Checkpoint has {len(leaves)} arrays where {treedef.num_leaves} are expected."
+    )
   return jax.tree.unflatten(treedef, leaves)
 
 
@@ -65,7 +67,9 @@ class Checkpointer:
   def restore(self, step: int, template):
     """Restores the full train state at `step`, laid out (shapes, shardings) like `template`."""
     items = _items(template)
-    args = ocp.args.Composite(**{k: ocp.args.StandardRestore(_abstract(v)) for k, v in items.items()})
+    args = ocp.args.Composite(
+      **{k: ocp.args.StandardRestore(_abstract(v)) for k, v in items.items()}
+    )
     r = self._manager.restore(step, args=args)
     r = {k: _like(items[k], r[k]) for k in items}
     return template._replace(

@@ -25,9 +25,13 @@ from syncon_jax.errors import ConfigError, UserError
 from syncon_jax.evaluators import linear_probe
 from syncon_jax.train import init_model, preprocess
 
-_CONFIG = config_flags.DEFINE_config_file("config", "configs/digits.py", "The training config.")
-_WORKDIR = flags.DEFINE_string("workdir", "runs/demo", "The training run's workdir.")
-_STEP = flags.DEFINE_integer("step", None, "Checkpoint step to evaluate (default: the latest).")
+
+def _define_flags() -> None:
+  # Defined only when run as a program, so that other entry points (tools/experiment.py) can
+  # import evaluate() beside their own --config and --workdir.
+  config_flags.DEFINE_config_file("config", "configs/digits.py", "The training config.")
+  flags.DEFINE_string("workdir", "runs/demo", "The training run's workdir.")
+  flags.DEFINE_integer("step", None, "Checkpoint step to evaluate (default: the latest).")
 
 
 @nnx.jit
@@ -113,7 +117,7 @@ def main(argv) -> None:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   metrics.quiet_library_logs()
   try:
-    out = evaluate(_CONFIG.value, _WORKDIR.value, _STEP.value)
+    out = evaluate(flags.FLAGS.config, flags.FLAGS.workdir, flags.FLAGS.step)
   except UserError as e:
     logging.error("%s", e)
     print(f"error: {e}", file=sys.stderr)
@@ -121,9 +125,10 @@ def main(argv) -> None:
   print(
     f"Linear probe, {out['labels_per_class']} labels per class, step {out['step']}: "
     f"top-1 {out['top1']:.4f} | raw pixels {out['raw_pixels_top1']:.4f} | "
-    f"random encoder {out['random_encoder_top1']:.4f}  -> {_WORKDIR.value}/linear_eval.json"
+    f"random encoder {out['random_encoder_top1']:.4f}  -> {flags.FLAGS.workdir}/linear_eval.json"
   )
 
 
 if __name__ == "__main__":
+  _define_flags()
   app.run(main)

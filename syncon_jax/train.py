@@ -109,6 +109,11 @@ def init_model(config, sharding=None) -> tuple[nnx.GraphDef, nnx.State, nnx.Stat
   return graphdef, params, model_state
 
 
+def feature_dim(config) -> int:
+  """The encoder's feature width, from the model's abstract shape (nothing is computed)."""
+  return nnx.eval_shape(lambda: models.create_model(config.model, rngs=nnx.Rngs(0))).feat_dim
+
+
 def create_train_state(
   config, num_classes: int, tx, sharding=None
 ) -> tuple[nnx.GraphDef, TrainState]:
@@ -120,7 +125,7 @@ def create_train_state(
     params=params,
     model_state=model_state,
     opt_state=tx.init(params),
-    objective=objective.init_state(num_classes, config.objective),
+    objective=objective.init_state(num_classes, feature_dim(config), config.objective),
   )
   return graphdef, jax.device_put(state, sharding) if sharding is not None else state
 
@@ -137,7 +142,8 @@ def make_train_step(graphdef: nnx.GraphDef, tx, config):
 
   batch (global arrays, leading axis sharded on 'data'):
     real_images [B, H, W, 3] uint8, real_labels [B] int32, index [B] int (global stream position),
-    synthetic_images [B, S, H, W, 3] uint8, synthetic_valid [B, S] bool.
+    synthetic_images [B, S, H, W, 3] uint8, synthetic_valid [B, S] bool, synthetic_prompt [B, S]
+    int32.
   """
   objective = objectives.get_objective(config.objective.name)
   n_views = config.objective.n_views
@@ -159,22 +165,44 @@ def make_train_step(graphdef: nnx.GraphDef, tx, config):
     )
     x = preprocess(views, config)
 
-    def loss_fn(params):
+    def loss_fn(params, objective_state):
       model = nnx.merge(graphdef, params, state.model_state, copy=True)
-      _, z = model(x, train=True)
+      h, z = model(x, train=True)
       z = z.astype(jnp.float32)
       z = z / jnp.maximum(jnp.linalg.norm(z, axis=-1, keepdims=True), 1e-12)
-      z = z.reshape(b, k, n_views, z.shape[-1])
-      loss, aux = objective.loss(
-        z, batch["real_labels"], batch["synthetic_valid"], state.objective, config.objective
+      inputs = objectives.StepInputs(
+        z=z.reshape(b, k, n_views, z.shape[-1]),
+        features=h.astype(jnp.float32).reshape(b, k, n_views, h.shape[-1]),
+        labels=batch["real_labels"],
+        synthetic_valid=batch["synthetic_valid"],
+        synthetic_prompt=batch["synthetic_prompt"],
+        step=state.step,
       )
-      return loss, (aux, nnx.state(model, nnx.Not(nnx.Param)))
+      loss, aux = objective.loss(inputs, objective_state, config.objective)
+      return loss, (aux, inputs, nnx.state(model, nnx.Not(nnx.Param)))
 
-    (loss, (aux, model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    # Gradients for the objective state too: learned synthetic weights train on them in
+    # objective.update (integer leaves, such as counters, get float0 zeros).
+    (loss, (aux, inputs, model_state)), (grads, objective_grads) = jax.value_and_grad(
+      loss_fn, argnums=(0, 1), has_aux=True, allow_int=True
+    )(state.params, state.objective)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
+    objective_state = state.objective
+    if objective.update is not None:
+      objective_state, update_aux = objective.update(
+        state.objective,
+        objective_grads,
+        jax.tree.map(jax.lax.stop_gradient, inputs),
+        config.objective,
+      )
+      aux = {**aux, **update_aux}
     new_state = state._replace(
-      step=state.step + 1, params=params, model_state=model_state, opt_state=opt_state
+      step=state.step + 1,
+      params=params,
+      model_state=model_state,
+      opt_state=opt_state,
+      objective=objective_state,
     )
     step_metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), **aux}
     return new_state, step_metrics
@@ -217,7 +245,14 @@ def load_data(config, uses_synthetic: bool):
 
 def global_batch(host: dict[str, np.ndarray], sharding: NamedSharding) -> dict[str, jax.Array]:
   """Process-local rows -> global arrays sharded on 'data' (one global batch across hosts)."""
-  keys = ("real_images", "real_labels", "index", "synthetic_images", "synthetic_valid")
+  keys = (
+    "real_images",
+    "real_labels",
+    "index",
+    "synthetic_images",
+    "synthetic_valid",
+    "synthetic_prompt",
+  )
   return {k: jax.make_array_from_process_local_data(sharding, host[k]) for k in keys}
 
 
@@ -287,6 +322,18 @@ def write_synthetic_weights(workdir: str, state: TrainState, class_names, config
   return weights
 
 
+def flatten_metrics(step_metrics: dict, class_names) -> dict[str, float]:
+  """Scalars as they are; a per-class vector [num_classes] as one key per class, 'name/class'."""
+  row = {}
+  for key, value in step_metrics.items():
+    value = np.asarray(value)
+    if value.ndim == 0:
+      row[key] = float(value)
+    else:
+      row.update({f"{key}/{name}": float(v) for name, v in zip(class_names, value, strict=True)})
+  return row
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
   """Trains config.total_steps steps, resuming from the latest checkpoint in workdir."""
   objective = objectives.get_objective(config.objective.name)
@@ -353,6 +400,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
       syn_images,
       process_index=jax.process_index(),
       process_count=jax.process_count(),
+      synthetic_prompts=synthetic.prompt_ids if synthetic is not None else None,
     )
     # The host assembles (and for lazy data sets decodes) step + 1 while the device runs step.
     next_host = prefetch.submit(host_batch, start)
@@ -374,7 +422,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
         now = time.time()
         rate = (done - step_last) / max(now - t_last, 1e-9) if done > step_last else 0.0
         t_last, step_last = now, done
-        row = {k: float(v) for k, v in jax.device_get(step_metrics).items()}
+        row = flatten_metrics(jax.device_get(step_metrics), class_names)
         row["learning_rate"] = float(schedule(step))
         row["images_per_sec"] = rate * config.batch_size
         row["views_per_sec"] = rate * views_per_step

@@ -1,41 +1,404 @@
-"""Synthetic-weight schemes: how much each synthetic positive counts, per class.
+"""Synthetic-weight schemes: how much each class's synthetic positives count in SynCon.
 
-A scheme is a pair of pure functions over its own state (a pytree that lives in the objective
-state, so it is checkpointed with everything else):
+A scheme is four pure functions over its own state (a dict that lives in the objective state, so
+it is checkpointed and restored with everything else):
 
-  init(num_classes, config) -> state
-  class_weights(state, config) -> [num_classes] float32 in [0, 1]
+  init(num_classes, feat_dim, config) -> state
+  class_weights(state, config) -> float32 [num_classes] in [0, 1]; differentiable in the state
+  penalty(state, inputs, config) -> scalar added to the loss (the learned schemes' regulariser,
+    the auto scheme's probation term)
+  update(state, grads, inputs, config) -> (state, metrics)
 
-`config` is `config.objective`. More schemes (learned, hypernet, proto_sim, auto) come with the
-weighting issue; they add an update rule on the same state.
+`config` is `config.objective`; `grads` is d(loss)/d(state) from the train step and `inputs` the
+step's `objectives.StepInputs` under stop-gradient. Schemes:
+
+  fixed      every class gets objective.synthetic_weight.
+  learned    the proposal's SGD reading: w_c = sigmoid(theta_c), theta trained by SGD on
+             loss + lambda * sum_c -log w_c (the uncertainty form of Kendall, Gal & Cipolla 2018,
+             which keeps w from collapsing to 0), at its own learning rate.
+  hypernet   the proposal's hypernetwork (Ha et al. 2016): an MLP maps a descriptor per class
+             (running statistics of the embeddings, under stop-gradient) to w_c; trained by the
+             same regularised loss as `learned`, so it learns which descriptors predict a low
+             synthetic loss.
+  proto_sim  no learning: the clipped cosine of the running real and synthetic prototypes.
+  auto       probation: w = 0 for objective.probation_steps while the model trains on real
+             images only, so that its embedding is not bent by the synthetic pull; meanwhile each
+             synthetic image is scored by whether it lands within its class's real spread; at the
+             end of probation w_c is frozen to the class's score. (See README "Which synthetic
+             classes are bad".)
+
+Running statistics are per-class exponential moving averages (decay objective.stats_decay) that
+only move for the classes present in a batch, with Adam-style debiasing, so a class seen once is
+exact and a class never seen stays at zero weight of evidence.
 """
 
 from typing import Any, NamedTuple
 
+import jax
 import jax.numpy as jnp
 
+from syncon_jax import losses
 from syncon_jax.errors import ConfigError
 
 
 class Scheme(NamedTuple):
   init: Any
   class_weights: Any
+  penalty: Any
+  update: Any
 
 
-def _fixed_init(num_classes: int, config) -> dict:
-  w = float(config.synthetic_weight)
+def _no_penalty(state, inputs, config):
+  del state, inputs, config
+  return jnp.zeros((), jnp.float32)
+
+
+# ----------------------------------------------------------------------------------------------
+# Running per-class statistics of the embeddings.
+
+
+def _ema_init(num_classes: int, *shape: int) -> dict:
+  return {
+    "acc": jnp.zeros((num_classes, *shape), jnp.float32),
+    "norm": jnp.zeros((num_classes,), jnp.float32),
+  }
+
+
+def _ema_update(ema: dict, batch_sum: jax.Array, count: jax.Array, decay: float) -> dict:
+  """Folds per-class batch means (batch_sum / count) into the EMA of the classes present."""
+  present = count > 0
+  mean = batch_sum / jnp.maximum(count, 1).reshape((-1,) + (1,) * (batch_sum.ndim - 1))
+  d = jnp.where(present, decay, 1.0)
+  d_acc = d.reshape((-1,) + (1,) * (batch_sum.ndim - 1))
+  return {
+    "acc": d_acc * ema["acc"] + (1 - d_acc) * mean,
+    "norm": d * ema["norm"] + (1 - d),
+  }
+
+
+def _ema_value(ema: dict) -> jax.Array:
+  """The debiased EMA; zeros for a class never seen."""
+  norm = ema["norm"].reshape((-1,) + (1,) * (ema["acc"].ndim - 1))
+  return jnp.where(norm > 0, ema["acc"] / jnp.maximum(norm, 1e-12), 0.0)
+
+
+def _l2n(x: jax.Array) -> jax.Array:
+  return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+def _class_sums(values: jax.Array, labels: jax.Array, mask: jax.Array, num_classes: int):
+  """values [n, ...], labels [n], mask [n] -> (per-class sums [C, ...], counts [C])."""
+  onehot = jax.nn.one_hot(labels, num_classes, dtype=jnp.float32) * mask[:, None]
+  sums = jnp.tensordot(onehot, values.astype(jnp.float32), axes=(0, 0))
+  return sums, onehot.sum(0)
+
+
+def _rows(inputs):
+  """Flattens the encoder features of StepInputs into real and synthetic rows (a view = a row).
+
+  -> real [b*V, F], real_labels [b*V], syn [b*S*V, F], syn_labels [b*S*V], syn_valid [b*S*V]
+  """
+  h = inputs.features
+  b, k, v, f = h.shape
+  real = h[:, 0].reshape(b * v, f)
+  real_labels = jnp.repeat(inputs.labels, v)
+  syn = h[:, 1:].reshape(b * (k - 1) * v, f)
+  syn_labels = jnp.repeat(inputs.labels, (k - 1) * v)
+  syn_valid = jnp.repeat(inputs.synthetic_valid.reshape(-1), v)
+  return real, real_labels, syn, syn_labels, syn_valid
+
+
+def stats_init(num_classes: int, feat_dim: int) -> dict:
+  """Running statistics of the encoder features (what the linear probe reads).
+
+  Each domain is centred on its own running mean before any cosine is taken: a rendering style
+  shifts every synthetic feature alike, and the shift would otherwise dominate the comparison
+  with the real classes (measured: README "Which synthetic classes are bad").
+  """
+  return {
+    "real_center": _ema_init(1, feat_dim),  # mean real feature
+    "syn_center": _ema_init(1, feat_dim),  # mean synthetic feature
+    "real_mean": _ema_init(num_classes, feat_dim),  # per-class mean real feature
+    "real_sim": _ema_init(num_classes, 2),  # mean, mean square of cos(real, own prototype)
+    "syn_mean": _ema_init(num_classes, feat_dim),  # per-class mean synthetic feature
+    "syn_score": _ema_init(num_classes, 3),  # per-class mean of agreement_scores
+  }
+
+
+def agreement_scores(syn, syn_labels, prototypes, real_sim, config) -> jax.Array:
+  """Per synthetic row, how well it agrees with its class's real images.
+
+  syn [n, F] centred unit rows, syn_labels [n], prototypes [C, F] centred unit real prototypes,
+  real_sim [C, 2] (mean and mean square of the real rows' cosine to their own prototype).
+  -> [n, 3]: (nearest: 1 if the nearest real prototype is its own class's,
+              within: that, and its cosine to its own prototype is no lower than
+                      objective.spread_k real standard deviations below the real mean,
+              soft: the softmax probability of its own class over prototype cosines at
+                    objective.agreement_temperature).
+  """
+  sims = syn @ prototypes.T  # [n, C]
+  own = jnp.take_along_axis(sims, syn_labels[:, None], axis=1)[:, 0]
+  nearest = (jnp.argmax(sims, axis=1) == syn_labels).astype(jnp.float32)
+  m = real_sim[syn_labels, 0]
+  sd = jnp.sqrt(jnp.maximum(real_sim[syn_labels, 1] - m**2, 0.0))
+  within = nearest * (own >= m - config.spread_k * sd)
+  soft = jax.nn.softmax(sims / config.agreement_temperature, axis=1)
+  soft_own = jnp.take_along_axis(soft, syn_labels[:, None], axis=1)[:, 0]
+  return jnp.stack([nearest, within.astype(jnp.float32), soft_own], axis=1)
+
+
+SCORE_NAMES = ("nearest", "within", "soft")
+
+
+def _centred(x: jax.Array, center_ema: dict) -> jax.Array:
+  return _l2n(x - _ema_value(center_ema)[0])
+
+
+def stats_update(stats: dict, inputs, config) -> dict:
+  """Folds one batch into the running statistics."""
+  num_classes = stats["real_mean"]["norm"].shape[0]
+  decay = config.stats_decay
+  real, real_labels, syn, syn_labels, syn_valid = _rows(inputs)
+  ones = jnp.ones(real_labels.shape, bool)
+  one_class = lambda x, mask: _class_sums(x, jnp.zeros(x.shape[0], jnp.int32), mask, 1)
+  real_center = _ema_update(stats["real_center"], *one_class(real, ones), decay)
+  real_sum, real_count = _class_sums(real, real_labels, ones, num_classes)
+  real_mean = _ema_update(stats["real_mean"], real_sum, real_count, decay)
+  prototypes = _centred(_ema_value(real_mean), real_center)
+  own = jnp.sum(_centred(real, real_center) * prototypes[real_labels], axis=-1)
+  sim_sum, _ = _class_sums(jnp.stack([own, own**2], axis=1), real_labels, ones, num_classes)
+  real_sim = _ema_update(stats["real_sim"], sim_sum, real_count, decay)
+  new = {**stats, "real_center": real_center, "real_mean": real_mean, "real_sim": real_sim}
+  if syn.shape[0]:
+    new["syn_center"] = _ema_update(stats["syn_center"], *one_class(syn, syn_valid), decay)
+    syn_sum, syn_count = _class_sums(syn, syn_labels, syn_valid, num_classes)
+    new["syn_mean"] = _ema_update(stats["syn_mean"], syn_sum, syn_count, decay)
+    syn_unit = _centred(syn, new["syn_center"])
+    scores = agreement_scores(syn_unit, syn_labels, prototypes, _ema_value(real_sim), config)
+    score_sum, _ = _class_sums(scores, syn_labels, syn_valid, num_classes)
+    new["syn_score"] = _ema_update(stats["syn_score"], score_sum, syn_count, decay)
+  return new
+
+
+def stats_metrics(stats: dict) -> dict:
+  """Per-class scores as [C] arrays, for the logs."""
+  scores = _ema_value(stats["syn_score"])
+  return {f"agreement_{name}": scores[:, i] for i, name in enumerate(SCORE_NAMES)}
+
+
+def proto_similarity(stats: dict) -> jax.Array:
+  """[C] clipped cosine of the running (domain-centred) real and synthetic class prototypes."""
+  real = _centred(_ema_value(stats["real_mean"]), stats["real_center"])
+  syn = _centred(_ema_value(stats["syn_mean"]), stats["syn_center"])
+  seen = (stats["real_mean"]["norm"] > 0) & (stats["syn_mean"]["norm"] > 0)
+  return jnp.where(seen, jnp.clip(jnp.sum(real * syn, axis=-1), 0.0, 1.0), 0.0)
+
+
+# ----------------------------------------------------------------------------------------------
+# fixed
+
+
+def _check_unit(name: str, w: float) -> float:
   if not 0.0 <= w <= 1.0:
-    raise ConfigError(f"objective.synthetic_weight must lie in [0, 1], got {w}")
+    raise ConfigError(f"objective.{name} must lie in [0, 1], got {w}")
+  return float(w)
+
+
+def _fixed_init(num_classes: int, feat_dim: int, config) -> dict:
+  del feat_dim
+  w = _check_unit("synthetic_weight", config.synthetic_weight)
   return {"w": jnp.full((num_classes,), w, jnp.float32)}
 
 
-def _fixed_class_weights(state: dict, config) -> jnp.ndarray:
+def _state_weights(state: dict, config) -> jax.Array:
   del config
   return state["w"]
 
 
+def _fixed_update(state, grads, inputs, config):
+  del grads, inputs, config
+  return state, {}
+
+
+# ----------------------------------------------------------------------------------------------
+# learned
+
+
+def _logit(p: float) -> float:
+  p = min(max(p, 1e-4), 1 - 1e-4)
+  return float(jnp.log(p) - jnp.log1p(-p))
+
+
+def _learned_init(num_classes: int, feat_dim: int, config) -> dict:
+  del feat_dim
+  w0 = _check_unit("synthetic_weight", config.synthetic_weight)
+  return {"theta": jnp.full((num_classes,), _logit(w0), jnp.float32)}
+
+
+def _learned_weights(state: dict, config) -> jax.Array:
+  del config
+  return jax.nn.sigmoid(state["theta"])
+
+
+def _log_weight_penalty(w: jax.Array, config) -> jax.Array:
+  # -lambda * sum_c log w_c: the uncertainty form's term that keeps w away from 0.
+  return -config.weight_lambda * jnp.sum(jnp.log(jnp.maximum(w, 1e-6)))
+
+
+def _learned_penalty(state: dict, inputs, config) -> jax.Array:
+  del inputs
+  return _log_weight_penalty(_learned_weights(state, config), config)
+
+
+def _sgd(params, grads, lr: float):
+  return jax.tree.map(lambda p, g: p - lr * g, params, grads)
+
+
+def _learned_update(state, grads, inputs, config):
+  del inputs
+  theta = _sgd(state["theta"], grads["theta"], config.weight_learning_rate)
+  return {**state, "theta": theta}, {}
+
+
+# ----------------------------------------------------------------------------------------------
+# hypernet
+
+
+def _descriptors(stats: dict) -> jax.Array:
+  """[C, 5] per-class inputs of the hypernetwork, each in [0, 1] or [-1, 1]: the prototype
+  similarity, the three agreement scores and the real images' mean cosine to their prototype."""
+  return jnp.concatenate(
+    [
+      proto_similarity(stats)[:, None],
+      _ema_value(stats["syn_score"]),
+      _ema_value(stats["real_sim"])[:, :1],
+    ],
+    axis=1,
+  )
+
+
+N_DESCRIPTORS = 5
+
+
+def _hypernet_init(num_classes: int, feat_dim: int, config) -> dict:
+  hidden = config.hypernet_hidden
+  key = jax.random.key(config.hypernet_seed)
+  k1, _ = jax.random.split(key)
+  n_in = N_DESCRIPTORS
+  w0 = _check_unit("synthetic_weight", config.synthetic_weight)
+  return {
+    "stats": stats_init(num_classes, feat_dim),
+    "mlp": {
+      "w1": jax.random.normal(k1, (n_in, hidden), jnp.float32) / jnp.sqrt(n_in),
+      "b1": jnp.zeros((hidden,), jnp.float32),
+      "w2": jnp.zeros((hidden, 1), jnp.float32),
+      "b2": jnp.full((1,), _logit(w0), jnp.float32),  # starts at the fixed scheme's w
+    },
+  }
+
+
+def _hypernet_weights(state: dict, config) -> jax.Array:
+  del config
+  x = jax.lax.stop_gradient(_descriptors(state["stats"]))
+  p = state["mlp"]
+  h = jax.nn.relu(x @ p["w1"] + p["b1"])
+  return jax.nn.sigmoid(h @ p["w2"] + p["b2"])[:, 0]
+
+
+def _hypernet_penalty(state: dict, inputs, config) -> jax.Array:
+  del inputs
+  return _log_weight_penalty(_hypernet_weights(state, config), config)
+
+
+def _hypernet_update(state, grads, inputs, config):
+  mlp = _sgd(state["mlp"], grads["mlp"], config.weight_learning_rate)
+  stats = stats_update(state["stats"], inputs, config)
+  return {**state, "mlp": mlp, "stats": stats}, stats_metrics(stats)
+
+
+# ----------------------------------------------------------------------------------------------
+# proto_sim
+
+
+def _proto_init(num_classes: int, feat_dim: int, config) -> dict:
+  del config
+  return {"stats": stats_init(num_classes, feat_dim)}
+
+
+def _proto_weights(state: dict, config) -> jax.Array:
+  del config
+  return proto_similarity(state["stats"])
+
+
+def _proto_update(state, grads, inputs, config):
+  del grads
+  stats = stats_update(state["stats"], inputs, config)
+  return {**state, "stats": stats}, stats_metrics(stats)
+
+
+# ----------------------------------------------------------------------------------------------
+# auto
+
+
+def _auto_init(num_classes: int, feat_dim: int, config) -> dict:
+  if config.auto_score not in SCORE_NAMES:
+    raise ConfigError(
+      f"Unknown objective.auto_score {config.auto_score!r}; valid: {list(SCORE_NAMES)}"
+    )
+  return {
+    "stats": stats_init(num_classes, feat_dim),
+    "w": jnp.zeros((num_classes,), jnp.float32),
+    "step": jnp.zeros((), jnp.int32),
+  }
+
+
+def _auto_penalty(state: dict, inputs, config) -> jax.Array:
+  """On probation, SimCLR among the synthetic images (each image's views are its only positives).
+
+  Their labels are not used, so the embedding cannot bend towards them; but the encoder learns to
+  represent the synthetic domain, which the real images alone do not teach it (measured: without
+  this term a real-only encoder recognised the clean renders of 1 and 7 less often than noise).
+  """
+  z = inputs.z
+  b, k, v, d = z.shape
+  if k == 1 or not config.probation_ssl_weight:
+    return jnp.zeros((), jnp.float32)
+  ssl = losses.supcon_loss(
+    z[:, 1:].reshape(b * (k - 1), v, d),
+    temperature=config.temperature,
+    base_temperature=config.base_temperature,
+    valid=inputs.synthetic_valid.reshape(-1),
+    block_size=config.block_size,
+  )
+  on_probation = state["step"] < config.probation_steps
+  return jnp.where(on_probation, config.probation_ssl_weight, 0.0) * ssl
+
+
+def _auto_update(state, grads, inputs, config):
+  del grads
+  step = state["step"] + 1
+  on_probation = step <= config.probation_steps
+  # After probation the statistics (and the weights) stay frozen: the embedding is now pulled by
+  # the synthetic images, and measuring agreement in it would feed back into the weights.
+  stats = jax.lax.cond(
+    on_probation,
+    lambda: stats_update(state["stats"], inputs, config),
+    lambda: state["stats"],
+  )
+  score = _ema_value(stats["syn_score"])[:, SCORE_NAMES.index(config.auto_score)]
+  w = jnp.where(step >= config.probation_steps, jnp.clip(score, 0.0, 1.0), 0.0)
+  new = {**state, "stats": stats, "w": w, "step": step}
+  return new, {**stats_metrics(stats), "on_probation": on_probation.astype(jnp.float32)}
+
+
+# ----------------------------------------------------------------------------------------------
+
 SCHEMES: dict[str, Scheme] = {
-  "fixed": Scheme(_fixed_init, _fixed_class_weights),
+  "fixed": Scheme(_fixed_init, _state_weights, _no_penalty, _fixed_update),
+  "learned": Scheme(_learned_init, _learned_weights, _learned_penalty, _learned_update),
+  "hypernet": Scheme(_hypernet_init, _hypernet_weights, _hypernet_penalty, _hypernet_update),
+  "proto_sim": Scheme(_proto_init, _proto_weights, _no_penalty, _proto_update),
+  "auto": Scheme(_auto_init, _state_weights, _auto_penalty, _auto_update),
 }
 
 

@@ -12,7 +12,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # takes ~20 s to compile one here. A persistent compilation cache shared by the whole session,
 # subprocesses included, compiles each distinct program once. Set before jax is imported.
 os.environ.setdefault(
-    "JAX_COMPILATION_CACHE_DIR", os.path.join(REPO, ".pytest_cache", "jax_compilation")
+  "JAX_COMPILATION_CACHE_DIR", os.path.join(REPO, ".pytest_cache", "jax_compilation")
 )
 
 

@@ -111,18 +111,21 @@ class BatchSampler:
     *,
     process_index: int,
     process_count: int,
+    synthetic_prompts: np.ndarray | None = None,
   ) -> dict[str, np.ndarray]:
     """This host's rows [p*B/P, (p+1)*B/P) of the global batch at `step`, as numpy arrays.
 
     Args:
       real_images: uint8 [N, H, W, 3], aligned with real_labels.
       synthetic_images: uint8 [M, H, W, 3], aligned with synthetic_labels.
+      synthetic_prompts: int32 [M] prompt id per synthetic image (-1: none), or None.
 
     Returns, with b = B / P:
       real_images uint8 [b, H, W, 3], real_labels int32 [b], index int64 [b] (position in the
       global stream, for per-sample PRNG keys), synthetic_images uint8 [b, S, H, W, 3] (zeros in
       invalid slots), synthetic_labels int32 [b, S] (the real label in invalid slots),
-      synthetic_valid bool [b, S]. With S = 0 the synthetic arrays have a 0-sized axis.
+      synthetic_valid bool [b, S], synthetic_prompt int32 [b, S] (-1 in invalid slots or without
+      prompts). With S = 0 the synthetic arrays have a 0-sized axis.
     """
     if process_count < 1 or not 0 <= process_index < process_count:
       raise ValueError(f"process_index {process_index} not in [0, {process_count})")
@@ -155,9 +158,12 @@ class BatchSampler:
     labels = self.real_labels[real]
     syn_images = np.zeros((*synthetic.shape, *image_shape), real_images.dtype)
     syn_labels = np.broadcast_to(labels[:, None], synthetic.shape).copy()
+    syn_prompts = np.full(synthetic.shape, -1, np.int32)
     if valid.any():
       syn_images[valid] = synthetic_images[synthetic[valid]]
       syn_labels[valid] = self.synthetic_labels[synthetic[valid]]
+      if synthetic_prompts is not None:
+        syn_prompts[valid] = synthetic_prompts[synthetic[valid]]
     return {
       "real_images": real_images[real],
       "real_labels": labels,
@@ -165,4 +171,5 @@ class BatchSampler:
       "synthetic_images": syn_images,
       "synthetic_labels": syn_labels,
       "synthetic_valid": valid,
+      "synthetic_prompt": syn_prompts,
     }

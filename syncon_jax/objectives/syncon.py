@@ -9,8 +9,9 @@ import jax.numpy as jnp
 from syncon_jax import losses, weighting
 
 
-def init_state(num_classes: int, config) -> dict:
-  return {"weighting": weighting.get_scheme(config.weighting).init(num_classes, config)}
+def init_state(num_classes: int, feat_dim: int, config) -> dict:
+  scheme = weighting.get_scheme(config.weighting)
+  return {"weighting": scheme.init(num_classes, feat_dim, config)}
 
 
 def class_weights(state: dict, config) -> jnp.ndarray:
@@ -18,14 +19,20 @@ def class_weights(state: dict, config) -> jnp.ndarray:
   return weighting.get_scheme(config.weighting).class_weights(state["weighting"], config)
 
 
-def loss(z, labels, synthetic_valid, state, config):
-  """z: [batch, 1 + S, n_views, dim] -> scalar SynCon loss over every view of every sample."""
+def loss(inputs, state, config):
+  """inputs.z: [batch, 1 + S, n_views, dim] -> SynCon loss over every view of every sample.
+
+  Plus the scheme's penalty: the learned schemes' -lambda sum log w (which only the weights'
+  parameters see), or the auto scheme's self-supervised term on synthetic images on probation.
+  """
+  z = inputs.z
   b, k, v, d = z.shape
-  w = class_weights(state, config)
+  scheme = weighting.get_scheme(config.weighting)
+  w = scheme.class_weights(state["weighting"], config)
   is_synthetic = jnp.broadcast_to(jnp.arange(k)[None, :, None] > 0, (b, k, v))
-  valid = jnp.concatenate([jnp.ones((b, 1), bool), synthetic_valid], axis=1)
-  row_labels = jnp.broadcast_to(labels[:, None, None], (b, k, v))
-  loss_value = losses.syncon_loss(
+  valid = jnp.concatenate([jnp.ones((b, 1), bool), inputs.synthetic_valid], axis=1)
+  row_labels = jnp.broadcast_to(inputs.labels[:, None, None], (b, k, v))
+  syncon = losses.syncon_loss(
     z.reshape(b * k * v, d),
     row_labels.reshape(-1),
     is_synthetic.reshape(-1),
@@ -35,4 +42,15 @@ def loss(z, labels, synthetic_valid, state, config):
     valid=jnp.broadcast_to(valid[:, :, None], (b, k, v)).reshape(-1),
     block_size=config.block_size,
   )
-  return loss_value, {"synthetic_weight_mean": jnp.mean(w)}
+  penalty = scheme.penalty(state["weighting"], inputs, config)
+  return syncon + penalty, {
+    "syncon_loss": syncon,
+    "synthetic_weight_mean": jnp.mean(w),
+  }
+
+
+def update(state, grads, inputs, config):
+  """The scheme's own step (SGD on learned weights, running statistics) after the model's."""
+  scheme = weighting.get_scheme(config.weighting)
+  new, metrics = scheme.update(state["weighting"], grads["weighting"], inputs, config)
+  return {**state, "weighting": new}, metrics

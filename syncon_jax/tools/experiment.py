@@ -1,0 +1,236 @@
+r"""The headline experiment: can the synthetic weights find the bad synthetic classes?
+
+  python -m syncon_jax.tools.experiment --config=configs/digits.py --workdir=runs/experiment
+
+(what `make experiment` runs). It
+1. renders the synthetic digits into <workdir>/synthetic_digits, corrupting
+   config.experiment.corrupt_classes with config.experiment.corruption (swap, noise or both);
+2. trains every method of config.experiment.methods ("objective" or "syncon-<weighting>") for
+   every seed of config.experiment.seeds, each in <workdir>/runs/<method>/seed<k> (a finished run
+   is not trained again; an interrupted one resumes), and runs the few-label linear probe;
+3. writes <workdir>/report/: results.json and results.md (probe top-1 mean ± std per method; per
+   weighting scheme the AUC of clean classes ranked above corrupted ones by the final weights)
+   and weights.png (every class's weight over training, corrupted classes highlighted).
+"""
+
+import copy
+import json
+import os
+import sys
+from collections.abc import Sequence
+
+import numpy as np
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from syncon_jax import linear_eval, metrics, train
+from syncon_jax.errors import ConfigError, UserError
+from syncon_jax.tools import render_digits
+
+
+def parse_method(method: str) -> tuple[str, str | None]:
+  """'supcon' -> ('supcon', None); 'syncon-auto' -> ('syncon', 'auto')."""
+  objective, _, weighting = method.partition("-")
+  if objective == "syncon" and not weighting:
+    raise ConfigError(f"experiment method {method!r}: name the weighting, e.g. 'syncon-auto'")
+  if weighting and objective != "syncon":
+    raise ConfigError(f"experiment method {method!r}: only syncon takes a weighting")
+  return objective, weighting or None
+
+
+def method_config(config, method: str, seed: int, synthetic_dir: str):
+  """The run config of one (method, seed): the base config with objective, weighting and seed."""
+  c = copy.deepcopy(config)
+  c.objective.name, weighting = parse_method(method)
+  if weighting is not None:
+    c.objective.weighting = weighting
+  c.seed = int(seed)
+  c.data.synthetic_dir = synthetic_dir
+  c.data.corrupt_classes = tuple(config.experiment.corrupt_classes)
+  c.data.corruption = config.experiment.corruption
+  return c
+
+
+def ranking_auc(weights: dict[str, float], corrupted: Sequence[str]) -> float:
+  """P(a clean class's weight > a corrupted class's weight), ties counting half.
+
+  1.0: every corrupted class below every clean one; 0.5: no better than chance.
+  """
+  bad = [weights[c] for c in corrupted]
+  clean = [w for c, w in weights.items() if c not in set(corrupted)]
+  if not bad or not clean:
+    raise ValueError("the AUC needs at least one clean and one corrupted class")
+  pairs = [(a > b) + 0.5 * (a == b) for a in clean for b in bad]
+  return float(np.mean(pairs))
+
+
+def weight_history(workdir: str) -> tuple[list[int], dict[str, list[float]]]:
+  """Steps and per-class weights logged in <workdir>/metrics.jsonl."""
+  steps, history = [], {}
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    for line in f:
+      row = json.loads(line)
+      weights = {k.split("/", 1)[1]: v for k, v in row.items() if k.startswith("synthetic_weight/")}
+      if not weights:
+        continue
+      steps.append(row["step"])
+      for name, w in weights.items():
+        history.setdefault(name, []).append(w)
+  return steps, history
+
+
+def run_one(config, workdir: str) -> dict:
+  """Trains (or resumes) one run and probes it; a finished, probed run is read back as it is."""
+  path = os.path.join(workdir, "linear_eval.json")
+  if os.path.exists(path):
+    with open(path) as f:
+      done = json.load(f)
+    if done.get("step") == config.total_steps:
+      logging.info("%s: already trained and probed.", workdir)
+      return done
+  train.train_and_evaluate(config, workdir)
+  return linear_eval.evaluate(config, workdir)
+
+
+def _mean_std(values: Sequence[float]) -> dict:
+  v = np.asarray(values, np.float64)
+  return {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if len(v) > 1 else 0.0}
+
+
+def summarise(config, root: str) -> dict:
+  """Collects every run under <root>/runs into the report's numbers."""
+  corrupted = [str(c) for c in config.experiment.corrupt_classes]
+  out = {"corrupt_classes": corrupted, "corruption": config.experiment.corruption, "methods": {}}
+  for method in config.experiment.methods:
+    rows = {"top1": [], "auc": [], "final_weights": []}
+    for seed in config.experiment.seeds:
+      workdir = os.path.join(root, "runs", method, f"seed{seed}")
+      with open(os.path.join(workdir, "linear_eval.json")) as f:
+        rows["top1"].append(json.load(f)["top1"])
+      if parse_method(method)[1] is not None:
+        with open(os.path.join(workdir, "synthetic_weights.json")) as f:
+          weights = json.load(f)
+        rows["final_weights"].append(weights)
+        rows["auc"].append(ranking_auc(weights, corrupted))
+    entry = {"seeds": list(config.experiment.seeds), "top1": rows["top1"]}
+    entry["top1_summary"] = _mean_std(rows["top1"])
+    if rows["auc"]:
+      entry["auc"] = rows["auc"]
+      entry["auc_summary"] = _mean_std(rows["auc"])
+      entry["final_weights"] = rows["final_weights"]
+    out["methods"][method] = entry
+  return out
+
+
+def markdown(summary: dict) -> str:
+  corrupted = summary["corrupt_classes"]
+  lines = [
+    f"Corrupted classes {', '.join(corrupted)} ({summary['corruption']}); "
+    f"few-label linear probe on the real test digits; mean ± std over seeds.",
+    "",
+    "| method | probe top-1 | AUC clean > corrupted | weights of corrupted classes | "
+    "lowest clean weight |",
+    "|---|---|---|---|---|",
+  ]
+  for method, e in summary["methods"].items():
+    t = e["top1_summary"]
+    row = f"| {method} | {t['mean']:.4f} ± {t['std']:.4f} |"
+    if "auc" in e:
+      a = e["auc_summary"]
+      fw = e["final_weights"]
+      bad = " ".join(f"{c}: {np.mean([w[c] for w in fw]):.2f}" for c in corrupted)
+      low = np.mean([min(v for k, v in w.items() if k not in corrupted) for w in fw])
+      row += f" {a['mean']:.2f} ± {a['std']:.2f} | {bad} | {low:.2f} |"
+    else:
+      row += " – | – | – |"
+    lines.append(row)
+  return "\n".join(lines) + "\n"
+
+
+def plot_weights(config, root: str, path: str) -> None:
+  """One panel per weighting scheme: every class's weight over training, every seed."""
+  import matplotlib
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  corrupted = {str(c) for c in config.experiment.corrupt_classes}
+  schemes = [m for m in config.experiment.methods if parse_method(m)[1] is not None]
+  fig, axes = plt.subplots(1, len(schemes), figsize=(3.2 * len(schemes), 3.0), sharey=True)
+  for ax, method in zip(np.atleast_1d(axes), schemes, strict=True):
+    for seed in config.experiment.seeds:
+      steps, history = weight_history(os.path.join(root, "runs", method, f"seed{seed}"))
+      for name, w in sorted(history.items()):
+        bad = name in corrupted
+        ax.plot(
+          steps,
+          w,
+          color="tab:red" if bad else "tab:blue",
+          alpha=0.9 if bad else 0.35,
+          linewidth=1.6 if bad else 0.8,
+          label=(f"corrupted ({', '.join(sorted(corrupted))})" if bad else "clean")
+          if seed == config.experiment.seeds[0] and name in (min(corrupted), "0")
+          else None,
+        )
+    ax.set_title(method)
+    ax.set_xlabel("step")
+    ax.set_ylim(-0.03, 1.03)
+  np.atleast_1d(axes)[0].set_ylabel("synthetic weight")
+  np.atleast_1d(axes)[0].legend(loc="upper left", fontsize=7)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+
+
+def run_experiment(config, root: str) -> dict:
+  """Renders, trains every (method, seed), writes <root>/report/; returns the summary."""
+  ec = config.experiment
+  for method in ec.methods:
+    parse_method(method)
+  synthetic_dir = os.path.join(root, "synthetic_digits")
+  render_digits.render_dataset(
+    synthetic_dir,
+    per_class=ec.render_per_class,
+    seed=ec.render_seed,
+    image_size=ec.render_image_size,
+    prompts_per_class=ec.render_prompts_per_class,
+    corrupt_classes=tuple(ec.corrupt_classes),
+    corruption=ec.corruption,
+  )
+  total = len(ec.methods) * len(ec.seeds)
+  for i, (method, seed) in enumerate((m, s) for m in ec.methods for s in ec.seeds):
+    logging.info("Experiment run %d/%d: %s, seed %d.", i + 1, total, method, seed)
+    result = run_one(
+      method_config(config, method, seed, synthetic_dir),
+      os.path.join(root, "runs", method, f"seed{seed}"),
+    )
+    logging.info("%s seed %d: probe top-1 %.4f.", method, seed, result["top1"])
+  report = os.path.join(root, "report")
+  os.makedirs(report, exist_ok=True)
+  summary = summarise(config, root)
+  with open(os.path.join(report, "results.json"), "w") as f:
+    json.dump(summary, f, indent=2)
+  with open(os.path.join(report, "results.md"), "w") as f:
+    f.write(markdown(summary))
+  plot_weights(config, root, os.path.join(report, "weights.png"))
+  return summary
+
+
+if __name__ == "__main__":
+  _CONFIG = config_flags.DEFINE_config_file("config", "configs/digits.py", "Base config file.")
+  _WORKDIR = flags.DEFINE_string("workdir", "runs/experiment", "Root of the experiment's runs.")
+
+  def main(argv) -> None:
+    if len(argv) > 1:
+      raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    metrics.quiet_library_logs()
+    try:
+      summary = run_experiment(_CONFIG.value, _WORKDIR.value)
+    except UserError as e:
+      logging.error("%s", e)
+      print(f"error: {e}", file=sys.stderr)
+      sys.exit(2)
+    print(markdown(summary))
+    print(f"Report: {os.path.join(_WORKDIR.value, 'report')}")
+
+  app.run(main)
