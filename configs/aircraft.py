@@ -16,7 +16,7 @@ Run (synthetic images: <dir>/<variant>/*.png, e.g. "737-700/0001.png"):
 
 Variants, comma separated after the colon:
   objective=supcon|supcon_syn|syncon    (default syncon; supcon needs no synthetic_dir)
-  weighting=fixed                       (default fixed)
+  weighting=auto|fixed|learned|hypernet|proto_sim   (default auto)
   level=variant|family|manufacturer     data.label_level (default variant: 102 classes)
   runlocal                              tiny model, 32 px, 20 steps, for a CPU
 
@@ -37,9 +37,7 @@ NUM_TRAIN = 6_667  # trainval
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  arg = common.parse_arg(
-    arg, objective="syncon", weighting="fixed", level="variant", runlocal=False
-  )
+  arg = common.parse_arg(arg, objective="syncon", weighting="auto", level="variant", runlocal=False)
   c = common.paper_config(
     arg,
     data_name="aircraft",

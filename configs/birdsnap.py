@@ -16,7 +16,7 @@ Run (synthetic images: <dir>/<common name>/*.png, e.g. "Black-footed Albatross/0
 
 Variants, comma separated after the colon:
   objective=supcon|supcon_syn|syncon    (default syncon; supcon needs no synthetic_dir)
-  weighting=fixed                       (default fixed; the learned schemes as they land)
+  weighting=auto|fixed|learned|hypernet|proto_sim   (default auto)
   runlocal                              tiny model, 32 px, 20 steps, for a CPU
 
 What to compare with: BYOL (Grill et al. 2020) reports 57.2% top-1 for a linear probe on
@@ -34,7 +34,7 @@ NUM_TRAIN = 47_386  # 49,829 listed minus 2,443 test images; fewer once dead lin
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  arg = common.parse_arg(arg, objective="syncon", weighting="fixed", runlocal=False)
+  arg = common.parse_arg(arg, objective="syncon", weighting="auto", runlocal=False)
   c = common.paper_config(
     arg,
     data_name="birdsnap",

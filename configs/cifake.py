@@ -25,7 +25,7 @@ Variants, comma separated after the colon:
                                 python -c "from syncon_jax.data import cifake; \
                                   cifake.export_class_folders('/data/cifake', '/data/cifake_fake')"
                               then --config.data.synthetic_dir=/data/cifake_fake.
-  weighting=fixed             (default fixed)
+  weighting=auto|fixed|learned|hypernet|proto_sim   (default auto)
   runlocal                    tiny model, 20 steps, for a CPU
 
 What to compare with: the replication found classifiers trained on REAL beat those trained on
@@ -45,7 +45,7 @@ CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   arg = common.parse_arg(
-    arg, objective="supcon", weighting="fixed", task="cifar10", train="REAL", runlocal=False
+    arg, objective="supcon", weighting="auto", task="cifar10", train="REAL", runlocal=False
   )
   if arg.train not in NUM_TRAIN:
     raise ValueError(f"Unknown variant train={arg.train!r}; valid: {sorted(NUM_TRAIN)}")

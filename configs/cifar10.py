@@ -10,12 +10,15 @@ Variants, comma separated after the colon:
   objective=supcon|supcon_syn|syncon    (default supcon; the others need data.synthetic_dir,
                                          <dir>/<class>/*.png with TFDS's names: airplane, ...;
                                          CIFAKE's FAKE images can serve, see configs/cifake.py)
-  weighting=fixed                       (default fixed)
+  objective=moco|byol|byol_nn           self-supervised baselines (real images only)
+  objective=simclr|triplet|supervised   baselines on real images only (stablerep and
+                                        supervised_syn need data.synthetic_dir too)
+  weighting=auto|fixed|learned|hypernet|proto_sim   (default auto)
   runlocal                              tiny model, 20 steps, for a CPU
 
 What to compare with (ResNet-50, linear probe on all labels, top-1):
   SupCon (Khosla et al. 2020):                      96.0%
-  SimCLR (Chen et al. 2020, CIFAR-10 linear eval):  94.0%  (objective=simclr, once it exists)
+  SimCLR (Chen et al. 2020, CIFAR-10 linear eval):  94.0%  (objective=simclr)
 """
 
 import ml_collections
@@ -28,8 +31,8 @@ CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  arg = common.parse_arg(arg, objective="supcon", weighting="fixed", runlocal=False)
-  return common.paper_config(
+  arg = common.parse_arg(arg, objective="supcon", weighting="auto", runlocal=False)
+  c = common.paper_config(
     arg,
     data_name="cifar10",
     num_train=NUM_TRAIN,
@@ -39,3 +42,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     mean=CIFAR10_MEAN,
     std=CIFAR10_STD,
   )
+  if not c.runlocal:
+    c.objective.queue_size = 4096  # MoCo's K on CIFAR (the MoCo authors' CIFAR demo)
+  return c

@@ -8,7 +8,7 @@ r"""SupCon (or SynCon) on CIFAR-100 (TFDS cifar100, 100 fine labels), ResNet-50,
 
 Variants, comma separated after the colon:
   objective=supcon|supcon_syn|syncon    (default supcon; the others need data.synthetic_dir)
-  weighting=fixed                       (default fixed)
+  weighting=auto|fixed|learned|hypernet|proto_sim   (default auto)
   runlocal                              tiny model, 20 steps, for a CPU
 
 What to compare with: SupCon with ResNet-50 (Khosla et al. 2020): 76.5% top-1.
@@ -24,7 +24,7 @@ CIFAR100_STD = (0.2673, 0.2564, 0.2762)
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  arg = common.parse_arg(arg, objective="supcon", weighting="fixed", runlocal=False)
+  arg = common.parse_arg(arg, objective="supcon", weighting="auto", runlocal=False)
   return common.paper_config(
     arg,
     data_name="cifar100",

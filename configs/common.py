@@ -9,7 +9,14 @@ import math
 
 import ml_collections
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "objective_config", "paper_config", "parse_arg"]
+__all__ = [
+  "IMAGENET_MEAN",
+  "IMAGENET_STD",
+  "momentum_config",
+  "objective_config",
+  "paper_config",
+  "parse_arg",
+]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -53,7 +60,49 @@ def objective_config(arg: ml_collections.ConfigDict, *, block_size: int | None, 
   o.probation_steps = max(1, total_steps // 3)  # 'auto': real-only steps that measure agreement
   o.auto_score = "nearest"  # 'auto': which agreement score becomes the weight
   o.probation_ssl_weight = 1.0  # 'auto': SimCLR on synthetic images during probation
+  # triplet (syncon_jax/objectives/triplet.py). Batch-hard: Hermans et al. 2017's mining, which
+  # needs O(rows^2) memory (batch_all's O(rows^3) does not fit paper batches).
+  o.triplet_mining = "batch_hard"  # batch_hard | batch_all | plain
+  o.triplet_margin = 0.2  # FaceNet's margin for unit-norm embeddings (z is L2-normalised)
+  o.triplet_metric = "euclidean"  # plain distance: Hermans et al. found squared less stable
+  o.triplet_average = "positive"  # batch_all: mean over the triplets with a nonzero hinge
+  # supervised, supervised_syn (syncon_jax/objectives/supervised.py): the linear classifier on
+  # the encoder's features is trained by plain SGD in the objective's update.
+  # ResNet's rate (He et al. 2016, there with momentum 0.9). Untuned: plain SGD on CE is stable
+  # below about 2 * num_classes / |mean feature|^2, which a wide encoder's features may break.
+  o.supervised_learning_rate = 0.1
+  o.supervised_label_smoothing = 0.0  # the plain cross-entropy baseline
   return o
+
+
+BYOL_OBJECTIVES = ("byol", "byol_nn")
+
+
+def momentum_config(
+  c: ml_collections.ConfigDict, *, queue_size: int, predictor_hidden_dim: int
+) -> None:
+  """Adds the keys of moco, byol and byol_nn (objectives/moco.py, byol.py) to a finished config.
+
+  queue_size: MoCo's K keys, and byol_nn's embedding queue (NNCLR's support set).
+  predictor_hidden_dim: the width of BYOL's predictor MLP, set on model.predictor_hidden_dim when
+  the objective is byol or byol_nn (0, no predictor, otherwise).
+  """
+  o = c.objective
+  o.total_steps = c.get_ref("total_steps")  # BYOL's tau schedule; follows c.total_steps
+  o.queue_size = queue_size
+  o.queue_seed = 0  # MoCo's queue starts as random unit rows from this seed
+  o.moco_momentum = 0.999  # MoCo v2's m
+  o.moco_symmetric = True  # both views as queries (MoCo's CIFAR demo); False: MoCo v2 as published
+  o.byol_tau_base = 0.996  # BYOL's tau at step 0, cosine to 1 at total_steps
+  o.neighbor_source = "queue"  # byol_nn: 'queue' (NNCLR: own embeddings) | 'table' (a file)
+  o.neighbors_file = None  # byol_nn 'table': tools/nearest_neighbors' npz for the real train split
+  o.neighbor_k = 1  # 'table': use the k nearest, one drawn uniformly per image and step
+  o.nn_approach = "probabilistic"  # byol_nn: 'probabilistic' | 'weighted' (the seed's two)
+  o.nn_prob = 0.5  # 'probabilistic': chance that a target is the neighbour's
+  o.pos_weight = 0.5  # 'weighted': weight of the image's own view in the target
+  if o.name == "moco":
+    o.temperature = 0.2  # MoCo v2
+  c.model.predictor_hidden_dim = predictor_hidden_dim if o.name in BYOL_OBJECTIVES else 0
 
 
 def paper_config(
@@ -165,4 +214,10 @@ def paper_config(
     c.eval.heldout_fraction = 0.3
     c.eval.batch_size = 64
     c.objective.probation_steps = max(1, c.total_steps // 3)
+  if arg.objective in BYOL_OBJECTIVES and not c.runlocal:
+    c.model.proj_hidden_dim = 4096  # BYOL's projector: 4096 -> 256
+    c.model.proj_dim = 256
+  momentum_config(
+    c, queue_size=64 if c.runlocal else 65536, predictor_hidden_dim=16 if c.runlocal else 4096
+  )
   return c

@@ -8,6 +8,14 @@ Run (what `make demo` does):
 
 Variants, comma separated after the colon:
   objective=supcon|supcon_syn|syncon    (default syncon)
+  objective=simclr|triplet|supervised   baselines on the real digits only
+  objective=stablerep|supervised_syn    baselines on the synthetic digits (StableRep: only
+                                        those, grouped by prompt) or on real + synthetic
+  objective=moco|byol|byol_nn           self-supervised baselines on the real digits only
+                                        (byol_nn: NNCLR-style queue neighbours by default; with
+                                        --config.objective.neighbor_source=table
+                                        --config.objective.neighbors_file=runs/latent_vae/nn.npz
+                                        neighbours from a latent model, see syncon_jax/latent)
   weighting=auto|fixed|learned|hypernet|proto_sim   (default auto; see syncon_jax/weighting.py)
   runlocal                              a few dozen steps on a tiny model, for tests
 
@@ -119,4 +127,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.model.proj_dim = 8
     c.optimizer.warmup_steps = 2
     c.objective.probation_steps = c.total_steps // 3
+  common.momentum_config(
+    c, queue_size=64 if c.runlocal else 512, predictor_hidden_dim=16 if c.runlocal else 256
+  )
   return c

@@ -14,7 +14,7 @@ Run (synthetic images: <dir>/<flower name>/*.png, names as TFDS has them, e.g. "
 
 Variants, comma separated after the colon:
   objective=supcon|supcon_syn|syncon    (default syncon; supcon needs no synthetic_dir)
-  weighting=fixed                       (default fixed)
+  weighting=auto|fixed|learned|hypernet|proto_sim   (default auto)
   runlocal                              tiny model, 32 px, 20 steps, for a CPU
 
 What to compare with: BYOL (Grill et al. 2020) reports 96.1% for a linear probe on
@@ -32,7 +32,7 @@ NUM_TRAIN = 2_040  # train + validation
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  arg = common.parse_arg(arg, objective="syncon", weighting="fixed", runlocal=False)
+  arg = common.parse_arg(arg, objective="syncon", weighting="auto", runlocal=False)
   return common.paper_config(
     arg,
     data_name="oxford_flowers102",

@@ -4,6 +4,7 @@ A checkpoint holds one item per top-level model part plus one for the rest of th
 
   encoder/   {"params", "state"}    the encoder's Param and BatchStat collections
   head/      {"params", "state"}    the projection head's
+  predictor/ {"params", "state"}    BYOL's predictor, only when the model has one
   train/     {"step", "opt_state", "objective"}
 
 so that linear_eval restores `encoder` alone and never reads optimiser state.
@@ -15,12 +16,16 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
-MODEL_PARTS = ("encoder", "head")
+MODEL_PARTS = ("encoder", "head", "predictor")
+
+
+def _parts(state) -> tuple[str, ...]:
+  return tuple(part for part in MODEL_PARTS if part in state.params)
 
 
 def _items(state) -> dict[str, Any]:
   items = {
-    part: {"params": state.params[part], "state": state.model_state[part]} for part in MODEL_PARTS
+    part: {"params": state.params[part], "state": state.model_state[part]} for part in _parts(state)
   }
   items["train"] = {"step": state.step, "opt_state": state.opt_state, "objective": state.objective}
   return items
@@ -74,8 +79,8 @@ class Checkpointer:
     r = {k: _like(items[k], r[k]) for k in items}
     return template._replace(
       step=r["train"]["step"],
-      params=_like(template.params, {p: r[p]["params"] for p in MODEL_PARTS}),
-      model_state=_like(template.model_state, {p: r[p]["state"] for p in MODEL_PARTS}),
+      params=_like(template.params, {p: r[p]["params"] for p in _parts(template)}),
+      model_state=_like(template.model_state, {p: r[p]["state"] for p in _parts(template)}),
       opt_state=r["train"]["opt_state"],
       objective=r["train"]["objective"],
     )

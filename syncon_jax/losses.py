@@ -493,16 +493,23 @@ def ntxent_loss(
 
 @_jit_loss("block_size")
 def multipos_loss(
-  features: Array, labels: Array, *, temperature: float = 0.1, block_size: int | None = None
+  features: Array,
+  labels: Array,
+  *,
+  temperature: float = 0.1,
+  valid: Array | None = None,
+  block_size: int | None = None,
 ) -> Array:
   """StableRep's `MultiPosConLoss` (single process), same numbers.
 
   Args:
     features: [n, dim], normalised inside.
     labels: [n] int; the target of row i is uniform over the other rows with i's label.
+    valid: [n] bool or None (all valid). A row with valid=False is neither anchor, positive
+      nor in any denominator: the result equals the loss with those rows deleted.
   Returns:
-    Scalar mean over all n rows of the cross-entropy against softmax over all rows but i
-    (rows without a positive contribute 0).
+    Scalar mean over all (valid) rows of the cross-entropy against softmax over all rows but
+    i (rows without a positive contribute 0).
   """
   _check_block_size(block_size)
   if features.ndim != 2 or jnp.shape(labels) != features.shape[:1]:
@@ -511,6 +518,11 @@ def multipos_loss(
   dtype = _compute_dtype(features)
   z = l2_normalize(features.astype(dtype))
   meta = _simple_meta(jnp.asarray(labels), z.shape[0], dtype)
+  if valid is not None:
+    valid = jnp.asarray(valid, bool)
+    if valid.shape != features.shape[:1]:
+      raise ValueError(f"valid must have shape ({features.shape[0]},), got {valid.shape}")
+    meta = meta._replace(col_valid=valid, anchor_w=valid.astype(dtype))
   n = z.shape[0]
   return _contrastive_core(
     z, n, jnp.ones((1, n), dtype), temperature, meta, n_groups=1, block_size=block_size

@@ -120,12 +120,16 @@ def create_train_state(
   """Initialises model, optimiser and objective state from config.seed."""
   graphdef, params, model_state = init_model(config, sharding)
   objective = objectives.get_objective(config.objective.name)
+  objective_state = objective.init_state(num_classes, feature_dim(config), config.objective)
+  if objective.init_target is not None:
+    # An EMA target network starts as a copy of the initial parameters.
+    objective_state = objective.init_target(objective_state, params, config.objective)
   state = TrainState(
     step=jnp.zeros((), jnp.int32),
     params=params,
     model_state=model_state,
     opt_state=tx.init(params),
-    objective=objective.init_state(num_classes, feature_dim(config), config.objective),
+    objective=objective_state,
   )
   return graphdef, jax.device_put(state, sharding) if sharding is not None else state
 
@@ -137,13 +141,19 @@ def preprocess(images: jax.Array, config) -> jax.Array:
   return (images - mean) / std
 
 
+# PRNG streams besides the samples' augmentation (which folds the step into the seed's key):
+# fold_in(key(seed), stream) then the step; stream ids no step count reaches.
+NEIGHBOR_STREAM = 2**32 - 2  # the augmentation of the neighbour images
+OBJECTIVE_STREAM = 2**32 - 1  # StepInputs.key
+
+
 def make_train_step(graphdef: nnx.GraphDef, tx, config):
   """Returns train_step(state, batch) -> (state, metrics), to be jitted by the caller.
 
   batch (global arrays, leading axis sharded on 'data'):
     real_images [B, H, W, 3] uint8, real_labels [B] int32, index [B] int (global stream position),
     synthetic_images [B, S, H, W, 3] uint8, synthetic_valid [B, S] bool, synthetic_prompt [B, S]
-    int32.
+    int32; optionally neighbor_images [B, H, W, 3] uint8 (a neighbour of each real image).
   """
   objective = objectives.get_objective(config.objective.name)
   n_views = config.objective.n_views
@@ -165,10 +175,40 @@ def make_train_step(graphdef: nnx.GraphDef, tx, config):
     )
     x = preprocess(views, config)
 
+    neighbor_views = None
+    if "neighbor_images" in batch:
+      # One view per real view of each real image's neighbour, keys from the sample's position.
+      nb_step_key = jax.random.fold_in(jax.random.fold_in(base_key, NEIGHBOR_STREAM), state.step)
+      nb_keys = jax.vmap(lambda i: jax.random.split(jax.random.fold_in(nb_step_key, i), n_views))(
+        batch["index"]
+      )
+      nb = batch["neighbor_images"]
+      nb = jnp.broadcast_to(nb[:, None], (b, n_views, *nb.shape[1:]))
+      nb = augment.augment_batch(
+        nb_keys.reshape(-1),
+        nb.reshape(b * n_views, *nb.shape[2:]),
+        config.augment,
+        out_size=config.data.image_size,
+      )
+      neighbor_views = preprocess(nb, config).reshape(b, n_views, *nb.shape[1:])
+    objective_key = jax.random.fold_in(jax.random.fold_in(base_key, OBJECTIVE_STREAM), state.step)
+
+    def apply(params, images):
+      # The model under other parameters (a target network): parts absent from `params` come
+      # from the current model; BatchNorm uses the batch's statistics and its updates are dropped.
+      model = nnx.merge(graphdef, state.params, state.model_state, copy=True)
+      nnx.update(model, nnx.State(params))
+      h, z = model(images, train=True)
+      return h.astype(jnp.float32), z.astype(jnp.float32)
+
     def loss_fn(params, objective_state):
       model = nnx.merge(graphdef, params, state.model_state, copy=True)
       h, z = model(x, train=True)
       z = z.astype(jnp.float32)
+      predictions = None
+      if model.has_predictor:
+        predictions = model.predict(z, train=True).astype(jnp.float32)
+        predictions = predictions.reshape(b, k, n_views, predictions.shape[-1])
       z = z / jnp.maximum(jnp.linalg.norm(z, axis=-1, keepdims=True), 1e-12)
       inputs = objectives.StepInputs(
         z=z.reshape(b, k, n_views, z.shape[-1]),
@@ -177,13 +217,20 @@ def make_train_step(graphdef: nnx.GraphDef, tx, config):
         synthetic_valid=batch["synthetic_valid"],
         synthetic_prompt=batch["synthetic_prompt"],
         step=state.step,
+        predictions=predictions,
+        views=x.reshape(b, k, n_views, *x.shape[1:]),
+        apply=jax.tree_util.Partial(apply),
+        neighbor_views=neighbor_views,
+        key=objective_key,
       )
-      loss, aux = objective.loss(inputs, objective_state, config.objective)
-      return loss, (aux, inputs, nnx.state(model, nnx.Not(nnx.Param)))
+      out = objective.loss(inputs, objective_state, config.objective)
+      loss, aux = out[:2]
+      carry = out[2] if len(out) == 3 else None
+      return loss, (aux, inputs, carry, nnx.state(model, nnx.Not(nnx.Param)))
 
     # Gradients for the objective state too: learned synthetic weights train on them in
     # objective.update (integer leaves, such as counters, get float0 zeros).
-    (loss, (aux, inputs, model_state)), (grads, objective_grads) = jax.value_and_grad(
+    (loss, (aux, inputs, carry, model_state)), (grads, objective_grads) = jax.value_and_grad(
       loss_fn, argnums=(0, 1), has_aux=True, allow_int=True
     )(state.params, state.objective)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
@@ -193,7 +240,7 @@ def make_train_step(graphdef: nnx.GraphDef, tx, config):
       objective_state, update_aux = objective.update(
         state.objective,
         objective_grads,
-        jax.tree.map(jax.lax.stop_gradient, inputs),
+        jax.tree.map(jax.lax.stop_gradient, inputs._replace(online_params=params, carry=carry)),
         config.objective,
       )
       aux = {**aux, **update_aux}
@@ -253,6 +300,7 @@ def global_batch(host: dict[str, np.ndarray], sharding: NamedSharding) -> dict[s
     "synthetic_valid",
     "synthetic_prompt",
   )
+  keys += tuple(k for k in ("neighbor_images",) if k in host)
   return {k: jax.make_array_from_process_local_data(sharding, host[k]) for k in keys}
 
 
@@ -289,7 +337,8 @@ def _check_workdir_compatible(workdir: str, config) -> None:
     return
   with open(path) as f:
     old = json.load(f)
-  for section, keys in (("model", ("name", "stem", "width", "proj_dim")), ("objective", ("name",))):
+  model_keys = ("name", "stem", "width", "proj_dim", "predictor_hidden_dim")
+  for section, keys in (("model", model_keys), ("objective", ("name",))):
     for key in keys:
       before, now = old.get(section, {}).get(key), config[section].get(key)
       if before is not None and before != now:
@@ -352,6 +401,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     seed=config.seed,
   )
   syn_images = synthetic.images if synthetic is not None else train.images[:0]
+  neighbors = None
+  if config.objective.get("neighbors_file"):
+    neighbors = sampler.load_neighbor_table(
+      config.objective.neighbors_file, len(train.labels), config.objective.neighbor_k
+    )
   logging.info(
     "Data %s: %d real train images, %d classes, %d synthetic images, %d synthetic per real.",
     config.data.name,
@@ -401,6 +455,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
       process_index=jax.process_index(),
       process_count=jax.process_count(),
       synthetic_prompts=synthetic.prompt_ids if synthetic is not None else None,
+      neighbors=neighbors,
     )
     # The host assembles (and for lazy data sets decodes) step + 1 while the device runs step.
     next_host = prefetch.submit(host_batch, start)

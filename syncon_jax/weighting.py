@@ -22,10 +22,12 @@ step's `objectives.StepInputs` under stop-gradient. Schemes:
              synthetic loss.
   proto_sim  no learning: the clipped cosine of the running real and synthetic prototypes.
   auto       probation: w = 0 for objective.probation_steps while the model trains on real
-             images only, so that its embedding is not bent by the synthetic pull; meanwhile each
-             synthetic image is scored by whether it lands within its class's real spread; at the
-             end of probation w_c is frozen to the class's score. (See README "Which synthetic
-             classes are bad".)
+             images (SupCon) and on the synthetic images without their labels (SimCLR), so that
+             its embedding learns the synthetic domain but is not bent by the synthetic labels;
+             meanwhile each synthetic image is scored by whether it lands nearest its own class's
+             real prototype (domain-centred encoder features); at the end of probation w_c is
+             frozen to that agreement above chance, relative to the real images' own (see
+             auto_weights and README "Which synthetic classes are bad").
 
 Running statistics are per-class exponential moving averages (decay objective.stats_decay) that
 only move for the classes present in a batch, with Adam-style debiasing, so a class seen once is
@@ -120,6 +122,7 @@ def stats_init(num_classes: int, feat_dim: int) -> dict:
     "syn_center": _ema_init(1, feat_dim),  # mean synthetic feature
     "real_mean": _ema_init(num_classes, feat_dim),  # per-class mean real feature
     "real_sim": _ema_init(num_classes, 2),  # mean, mean square of cos(real, own prototype)
+    "real_nearest": _ema_init(num_classes, 1),  # share of real rows nearest their own prototype
     "syn_mean": _ema_init(num_classes, feat_dim),  # per-class mean synthetic feature
     "syn_score": _ema_init(num_classes, 3),  # per-class mean of agreement_scores
   }
@@ -168,7 +171,16 @@ def stats_update(stats: dict, inputs, config) -> dict:
   own = jnp.sum(_centred(real, real_center) * prototypes[real_labels], axis=-1)
   sim_sum, _ = _class_sums(jnp.stack([own, own**2], axis=1), real_labels, ones, num_classes)
   real_sim = _ema_update(stats["real_sim"], sim_sum, real_count, decay)
-  new = {**stats, "real_center": real_center, "real_mean": real_mean, "real_sim": real_sim}
+  real_units = _centred(real, real_center)
+  hit = (jnp.argmax(real_units @ prototypes.T, axis=1) == real_labels).astype(jnp.float32)
+  hit_sum, _ = _class_sums(hit[:, None], real_labels, ones, num_classes)
+  new = {
+    **stats,
+    "real_center": real_center,
+    "real_mean": real_mean,
+    "real_sim": real_sim,
+    "real_nearest": _ema_update(stats["real_nearest"], hit_sum, real_count, decay),
+  }
   if syn.shape[0]:
     new["syn_center"] = _ema_update(stats["syn_center"], *one_class(syn, syn_valid), decay)
     syn_sum, syn_count = _class_sums(syn, syn_labels, syn_valid, num_classes)
@@ -340,6 +352,23 @@ def _proto_update(state, grads, inputs, config):
 # auto
 
 
+def auto_weights(stats: dict, config) -> jax.Array:
+  """[C] the synthetic agreement above chance, relative to the real images' own agreement.
+
+  w_c = clip((a_c - 1/C) / (r_c - 1/C), 0, 1), with a_c the class's synthetic score
+  (objective.auto_score) and r_c the share of its real views nearest their own prototype. Noise
+  lands nearest a random class (a_c ~ 1/C, so w_c ~ 0); a swapped class lands nearest another
+  class (a_c ~ 0); a synthetic class as recognisable as the real one gets w_c ~ 1, however good
+  the critic is. A class whose real views are no better than chance gets 0.
+  """
+  num_classes = stats["real_mean"]["norm"].shape[0]
+  chance = 1.0 / num_classes
+  a = _ema_value(stats["syn_score"])[:, SCORE_NAMES.index(config.auto_score)]
+  r = _ema_value(stats["real_nearest"])[:, 0]
+  rel = (a - chance) / jnp.maximum(r - chance, 1e-6)
+  return jnp.where(r > chance, jnp.clip(rel, 0.0, 1.0), 0.0)
+
+
 def _auto_init(num_classes: int, feat_dim: int, config) -> dict:
   if config.auto_score not in SCORE_NAMES:
     raise ConfigError(
@@ -385,8 +414,7 @@ def _auto_update(state, grads, inputs, config):
     lambda: stats_update(state["stats"], inputs, config),
     lambda: state["stats"],
   )
-  score = _ema_value(stats["syn_score"])[:, SCORE_NAMES.index(config.auto_score)]
-  w = jnp.where(step >= config.probation_steps, jnp.clip(score, 0.0, 1.0), 0.0)
+  w = jnp.where(step >= config.probation_steps, auto_weights(stats, config), 0.0)
   new = {**state, "stats": stats, "w": w, "step": step}
   return new, {**stats_metrics(stats), "on_probation": on_probation.astype(jnp.float32)}
 

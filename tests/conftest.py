@@ -38,3 +38,23 @@ def run_cli(module: str, *args: str, devices: int = 1, timeout: int = 600):
     text=True,
     timeout=timeout,
   )
+
+
+def train_killed_and_resumed(config, workdir: str, monkeypatch):
+  """Trains `config` in workdir, killed when step 8 is logged (config must checkpoint at step 6
+  and log at step 8), then resumed to the end; -> the resumed run's final TrainState."""
+  from syncon_jax import train
+
+  real_write = train.metrics.MetricWriter.write
+
+  def die_at_step_8(self, step, row):
+    if step == 8:
+      raise KeyboardInterrupt("killed")
+    return real_write(self, step, row)
+
+  monkeypatch.setattr(train.metrics.MetricWriter, "write", die_at_step_8)
+  with pytest.raises(KeyboardInterrupt):
+    train.train_and_evaluate(config, workdir)
+  monkeypatch.setattr(train.metrics.MetricWriter, "write", real_write)
+  assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["6"]
+  return train.train_and_evaluate(config, workdir)

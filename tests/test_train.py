@@ -9,7 +9,7 @@ import textwrap
 import jax
 import numpy as np
 import pytest
-from conftest import REPO, run_cli
+from conftest import REPO, run_cli, train_killed_and_resumed
 
 from configs import digits
 from syncon_jax import train
@@ -67,30 +67,20 @@ def test_one_step_on_8_devices_equals_1_device(synthetic_dir, tmp_path):
 
 
 def _params(state):
-  return [
-    np.asarray(x) for x in jax.tree.leaves((state.params, state.model_state, state.opt_state))
-  ]
+  # The objective state holds the auto scheme's weights and every statistic they depend on.
+  leaves = (state.params, state.model_state, state.opt_state, state.objective)
+  return [np.asarray(x) for x in jax.tree.leaves(leaves)]
 
 
 def test_killed_run_resumes_to_the_same_parameters(synthetic_dir, tmp_path, monkeypatch):
-  config = runlocal_config(synthetic_dir)  # 12 steps, checkpoints at 6 and 12, logs every 4
+  # 12 steps, checkpoints at 6 and 12, logs every 4; the auto scheme's probation ends at step 8,
+  # so the checkpoint at 6 holds statistics in the middle of their accumulation.
+  config = runlocal_config(synthetic_dir, **{"objective.probation_steps": 8})
+  assert config.objective.weighting == "auto"
   straight = train.train_and_evaluate(config, str(tmp_path / "straight"))
   straight_params = _params(straight)
 
-  workdir = str(tmp_path / "killed")
-  real_write = train.metrics.MetricWriter.write
-
-  def die_at_step_8(self, step, row):
-    if step == 8:
-      raise KeyboardInterrupt("killed")
-    return real_write(self, step, row)
-
-  monkeypatch.setattr(train.metrics.MetricWriter, "write", die_at_step_8)
-  with pytest.raises(KeyboardInterrupt):
-    train.train_and_evaluate(config, workdir)
-  monkeypatch.setattr(train.metrics.MetricWriter, "write", real_write)
-  assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["6"]
-  resumed = train.train_and_evaluate(config, workdir)
+  resumed = train_killed_and_resumed(config, str(tmp_path / "killed"), monkeypatch)
   assert int(resumed.step) == 12
   for a, b in zip(straight_params, _params(resumed), strict=True):
     np.testing.assert_array_equal(a, b)
@@ -111,10 +101,12 @@ def test_workdir_outputs(synthetic_dir, tmp_path):
   rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
   assert [row["step"] for row in rows] == [4, 8, 12]
   assert all(np.isfinite(row["loss"]) and row["images_per_sec"] > 0 for row in rows)
-  assert rows[-1]["synthetic_weight/3"] == pytest.approx(0.5)
-  assert json.loads((workdir / "synthetic_weights.json").read_text()) == {
-    str(d): 0.5 for d in range(10)
-  }
+  # The auto scheme logs every class's weight and agreement.
+  assert all(f"agreement_nearest/{d}" in rows[-1] for d in range(10))
+  weights = json.loads((workdir / "synthetic_weights.json").read_text())
+  assert sorted(weights) == [str(d) for d in range(10)]
+  assert weights == {str(d): rows[-1][f"synthetic_weight/{d}"] for d in range(10)}
+  assert all(0.0 <= w <= 1.0 for w in weights.values())
   assert os.listdir(workdir / "checkpoints") == ["12"]  # keep_checkpoints=1
   assert any(name.startswith("events.out.tfevents") for name in os.listdir(workdir))
   assert "No checkpoint" in r.stderr and "ETA" in r.stderr and "img/s" in r.stderr

@@ -2,6 +2,7 @@
 
 model = create_model(config.model, rngs=nnx.Rngs(config.seed))
 h, z = model(images, train=True)   # h [B, feat_dim], z [B, proj_dim], both float32
+p = model.predict(z, train=True)  # BYOL's predictor [B, proj_dim], if model.predictor_hidden_dim > 0
 """
 
 from collections.abc import Callable
@@ -28,20 +29,37 @@ _REQUIRED_KEYS = ("name", "stem", "width", "proj_hidden_dim", "proj_dim", "dtype
 
 
 class ContrastiveModel(nnx.Module):
-  """Encoder followed by a projection head.
+  """Encoder followed by a projection head, and optionally BYOL's predictor.
 
   __call__: images [batch, H, W, 3] -> (h [batch, feat_dim], z [batch, proj_dim]), float32;
   z is not normalised.
+  predict: z [batch, proj_dim] -> [batch, proj_dim] float32, the online predictor (BYOL).
+
+  The predictor lives in the model rather than in the objective's state so that the same
+  optimiser (LARS, weight decay, schedule), BatchNorm statistics and checkpoint item
+  (`predictor`) serve it as the rest of the online network, as in BYOL.
   """
 
-  def __init__(self, encoder: ResNet, head: ProjectionHead):
+  def __init__(
+    self, encoder: ResNet, head: ProjectionHead, predictor: ProjectionHead | None = None
+  ):
     self.encoder = encoder
     self.head = head
     self.feat_dim = encoder.feat_dim
+    # A bool, not `self.predictor = None`: NNX refuses an attribute that changes from None to a
+    # module, and models without a predictor keep exactly their old state tree.
+    self.has_predictor = predictor is not None
+    if predictor is not None:
+      self.predictor = predictor
 
   def __call__(self, x: jax.Array, *, train: bool) -> tuple[jax.Array, jax.Array]:
     h = self.encoder(x, train=train)
     return h, self.head(h, train=train)
+
+  def predict(self, z: jax.Array, *, train: bool) -> jax.Array:
+    if not self.has_predictor:
+      raise ConfigError("This model has no predictor: set model.predictor_hidden_dim > 0")
+    return self.predictor(z, train=train)
 
   def encode(self, x: jax.Array, *, train: bool = False) -> jax.Array:
     """images [batch, H, W, 3] -> h [batch, feat_dim] float32 (the representation we evaluate)."""
@@ -76,7 +94,18 @@ def create_model(model_config: ml_collections.ConfigDict, *, rngs: nnx.Rngs) -> 
     dtype=dtype,
     rngs=rngs,
   )
-  return ContrastiveModel(encoder, head)
+  predictor = None
+  if model_config.get("predictor_hidden_dim", 0) > 0:
+    # BYOL's predictor: the projection MLP's shape, proj_dim -> hidden -> proj_dim.
+    predictor = ProjectionHead(
+      model_config.proj_dim,
+      model_config.predictor_hidden_dim,
+      model_config.proj_dim,
+      bn_momentum=model_config.bn_momentum,
+      dtype=dtype,
+      rngs=rngs,
+    )
+  return ContrastiveModel(encoder, head, predictor)
 
 
 __all__ = [

@@ -1,0 +1,72 @@
+"""MoCo v2 (Chen et al. 2020, after He et al. 2020): a momentum key encoder and a queue of keys.
+
+Queries are the online projections of the real images' views, keys the momentum (target)
+encoder's projections of the other view; negatives are the K = objective.queue_size keys of the
+previous steps, held in the objective state (see momentum.py: the state, queue included, is
+replicated over the mesh). Logits and cross-entropy come from losses.moco_loss at
+objective.temperature (MoCo v2: 0.2).
+
+objective.moco_symmetric (default True): both directions, q(view 0) against k(view 1) and
+q(view 1) against k(view 0), averaged, and both views' keys enqueued, as the MoCo authors' CIFAR
+demo's symmetric loss; this trainer runs every view through the online network anyway, so the
+symmetric loss costs only the key encoder's forward pass. False: MoCo v2 as published, q from
+view 0, k from view 1, view 1's keys enqueued.
+
+After each step (`update`): the key encoder moves as an EMA of the online encoder and head,
+t <- m t + (1 - m) online with m = objective.moco_momentum (0.999), and the step's keys are
+enqueued (their order: view-major, then the batch's order).
+
+BatchNorm: MoCo shuffles the batch across GPUs before the key encoder (shuffle BN) so that a
+query and its key never share per-GPU BN statistics, which would let the model cheat. This
+trainer computes BN statistics over the whole global batch (synced BN; the batch is sharded but
+the step is one program over the global batch), which removes the per-GPU leak as SimCLR's
+global BN does; there is no shuffling.
+"""
+
+import jax.numpy as jnp
+
+from syncon_jax import losses
+from syncon_jax.objectives import momentum
+
+
+def init_state(num_classes: int, feat_dim: int, config) -> dict:
+  del num_classes, feat_dim
+  momentum.check_views(config)
+  return {}
+
+
+def init_target(state: dict, params, config) -> dict:
+  queue = momentum.init_queue(
+    config.queue_size, momentum.proj_dim(params), seed=config.queue_seed, random=True
+  )
+  return {**state, "target": momentum.init_target(params), **queue}
+
+
+def _pairs(config) -> list[tuple[int, int]]:
+  """(query view, key view) pairs."""
+  v = config.n_views
+  return [(i, (i + 1) % v) for i in range(v)] if config.moco_symmetric else [(0, 1)]
+
+
+def loss(inputs, state, config):
+  """inputs.z [b, 1, V, dim]: the real slot's online projections (queries)."""
+  q = inputs.z[:, 0]
+  k = momentum.target_projections(inputs, state["target"], momentum.views_of_real(inputs))
+  pairs = _pairs(config)
+  terms = [
+    losses.moco_loss(q[:, i], k[:, j], state["queue"], temperature=config.temperature)
+    for i, j in pairs
+  ]
+  key_views = sorted({j for _, j in pairs})
+  keys = jnp.concatenate([k[:, j] for j in key_views], axis=0)
+  positive_cos = jnp.mean(jnp.stack([jnp.sum(q[:, i] * k[:, j], -1) for i, j in pairs]))
+  return sum(terms) / len(terms), {"positive_cos": positive_cos}, {"keys": keys}
+
+
+def update(state, grads, inputs, config):
+  del grads
+  new = {
+    **state,
+    "target": momentum.ema_update(state["target"], inputs.online_params, config.moco_momentum),
+  }
+  return momentum.enqueue(new, inputs.carry["keys"]), {}
