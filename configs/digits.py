@@ -109,6 +109,19 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     "syncon-proto_sim",
     "syncon-auto",
   )
+  # The other baselines of the comparison, on the same data (fewer seeds: they answer "how do
+  # they compare", not "which classes are bad").
+  c.experiment.baselines = (
+    "simclr",
+    "moco",
+    "byol",
+    "byol_nn",
+    "stablerep",
+    "triplet",
+    "supervised",
+    "supervised_syn",
+  )
+  c.experiment.baseline_seeds = (0,)
   c.experiment.corrupt_classes = ("3", "8", "6")  # 'both': 3 and 8 swapped, 6 noise
   c.experiment.corruption = "both"
   c.experiment.render_per_class = 100  # as tools/render_digits' defaults (make demo)

@@ -6,7 +6,8 @@ r"""The headline experiment: can the synthetic weights find the bad synthetic cl
 1. renders the synthetic digits into <workdir>/synthetic_digits, corrupting
    config.experiment.corrupt_classes with config.experiment.corruption (swap, noise or both);
 2. trains every method of config.experiment.methods ("objective" or "syncon-<weighting>") for
-   every seed of config.experiment.seeds, each in <workdir>/runs/<method>/seed<k> (a finished run
+   every seed of config.experiment.seeds, and the other baselines (config.experiment.baselines)
+   for config.experiment.baseline_seeds, each in <workdir>/runs/<method>/seed<k> (a finished run
    is not trained again; an interrupted one resumes), and runs the few-label linear probe;
 3. writes <workdir>/report/: results.json and results.md (probe top-1 mean ± std per method; per
    weighting scheme the AUC of clean classes ranked above corrupted ones by the final weights)
@@ -14,10 +15,11 @@ r"""The headline experiment: can the synthetic weights find the bad synthetic cl
 """
 
 import copy
+import importlib.util
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from absl import app, flags, logging
@@ -38,12 +40,50 @@ def parse_method(method: str) -> tuple[str, str | None]:
   return objective, weighting or None
 
 
-def method_config(config, method: str, seed: int, synthetic_dir: str):
-  """The run config of one (method, seed): the base config with objective, weighting and seed."""
-  c = copy.deepcopy(config)
-  c.objective.name, weighting = parse_method(method)
-  if weighting is not None:
-    c.objective.weighting = weighting
+def config_builder(config_file: str, overrides: dict) -> Callable:
+  """-> make(objective, weighting): the config file's get_config with those variants, then the
+  command line's --config.* overrides.
+
+  Built from the file rather than by editing one ConfigDict, because a config decides some keys
+  from the objective (BYOL's predictor, MoCo's temperature).
+  """
+  path, _, arg = config_file.partition(":")
+  spec = importlib.util.spec_from_file_location("experiment_config", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+
+  def make(objective: str, weighting: str | None):
+    variant = ",".join(filter(None, [arg, f"objective={objective}"]))
+    if weighting is not None:
+      variant += f",weighting={weighting}"
+    c = module.get_config(variant)
+    for key, value in overrides.items():
+      *sections, name = key.split(".")
+      node = c
+      for section in sections:
+        node = node[section]
+      node[name] = value
+    return c
+
+  return make
+
+
+def _edit_config(config) -> Callable:
+  """make(objective, weighting) that edits a copy of `config` (for configs built in code)."""
+
+  def make(objective: str, weighting: str | None):
+    c = copy.deepcopy(config)
+    c.objective.name = objective
+    if weighting is not None:
+      c.objective.weighting = weighting
+    return c
+
+  return make
+
+
+def method_config(make, config, method: str, seed: int, synthetic_dir: str):
+  """The run config of one (method, seed), with the experiment's synthetic set and seed."""
+  c = make(*parse_method(method))
   c.seed = int(seed)
   c.data.synthetic_dir = synthetic_dir
   c.data.corrupt_classes = tuple(config.experiment.corrupt_classes)
@@ -79,6 +119,15 @@ def weight_history(workdir: str) -> tuple[list[int], dict[str, list[float]]]:
   return steps, history
 
 
+def schedule(config) -> list[tuple[str, tuple[int, ...]]]:
+  """[(method, seeds)]: the weighting study's methods over experiment.seeds, then the other
+  baselines over experiment.baseline_seeds."""
+  ec = config.experiment
+  return [(m, tuple(ec.seeds)) for m in ec.methods] + [
+    (m, tuple(ec.baseline_seeds)) for m in ec.baselines
+  ]
+
+
 def run_one(config, workdir: str) -> dict:
   """Trains (or resumes) one run and probes it; a finished, probed run is read back as it is."""
   path = os.path.join(workdir, "linear_eval.json")
@@ -101,9 +150,9 @@ def summarise(config, root: str) -> dict:
   """Collects every run under <root>/runs into the report's numbers."""
   corrupted = [str(c) for c in config.experiment.corrupt_classes]
   out = {"corrupt_classes": corrupted, "corruption": config.experiment.corruption, "methods": {}}
-  for method in config.experiment.methods:
+  for method, seeds in schedule(config):
     rows = {"top1": [], "auc": [], "final_weights": []}
-    for seed in config.experiment.seeds:
+    for seed in seeds:
       workdir = os.path.join(root, "runs", method, f"seed{seed}")
       with open(os.path.join(workdir, "linear_eval.json")) as f:
         rows["top1"].append(json.load(f)["top1"])
@@ -112,7 +161,7 @@ def summarise(config, root: str) -> dict:
           weights = json.load(f)
         rows["final_weights"].append(weights)
         rows["auc"].append(ranking_auc(weights, corrupted))
-    entry = {"seeds": list(config.experiment.seeds), "top1": rows["top1"]}
+    entry = {"seeds": list(seeds), "top1": rows["top1"]}
     entry["top1_summary"] = _mean_std(rows["top1"])
     if rows["auc"]:
       entry["auc"] = rows["auc"]
@@ -134,7 +183,8 @@ def markdown(summary: dict) -> str:
   ]
   for method, e in summary["methods"].items():
     t = e["top1_summary"]
-    row = f"| {method} | {t['mean']:.4f} ± {t['std']:.4f} |"
+    spread = f" ± {t['std']:.4f}" if len(e["seeds"]) > 1 else f" (seed {e['seeds'][0]})"
+    row = f"| {method} | {t['mean']:.4f}{spread} |"
     if "auc" in e:
       a = e["auc_summary"]
       fw = e["final_weights"]
@@ -156,6 +206,8 @@ def plot_weights(config, root: str, path: str) -> None:
 
   corrupted = {str(c) for c in config.experiment.corrupt_classes}
   schemes = [m for m in config.experiment.methods if parse_method(m)[1] is not None]
+  if not schemes:
+    return
   fig, axes = plt.subplots(1, len(schemes), figsize=(3.2 * len(schemes), 3.0), sharey=True)
   for ax, method in zip(np.atleast_1d(axes), schemes, strict=True):
     for seed in config.experiment.seeds:
@@ -182,10 +234,15 @@ def plot_weights(config, root: str, path: str) -> None:
   plt.close(fig)
 
 
-def run_experiment(config, root: str) -> dict:
-  """Renders, trains every (method, seed), writes <root>/report/; returns the summary."""
+def run_experiment(config, root: str, make: Callable | None = None) -> dict:
+  """Renders, trains every (method, seed), writes <root>/report/; returns the summary.
+
+  make(objective, weighting) -> the base config of a method (config_builder); None edits `config`.
+  """
   ec = config.experiment
-  for method in ec.methods:
+  make = make or _edit_config(config)
+  plan = schedule(config)
+  for method, _ in plan:
     parse_method(method)
   synthetic_dir = os.path.join(root, "synthetic_digits")
   render_digits.render_dataset(
@@ -197,11 +254,11 @@ def run_experiment(config, root: str) -> dict:
     corrupt_classes=tuple(ec.corrupt_classes),
     corruption=ec.corruption,
   )
-  total = len(ec.methods) * len(ec.seeds)
-  for i, (method, seed) in enumerate((m, s) for m in ec.methods for s in ec.seeds):
-    logging.info("Experiment run %d/%d: %s, seed %d.", i + 1, total, method, seed)
+  runs = [(m, s) for m, seeds in plan for s in seeds]
+  for i, (method, seed) in enumerate(runs):
+    logging.info("Experiment run %d/%d: %s, seed %d.", i + 1, len(runs), method, seed)
     result = run_one(
-      method_config(config, method, seed, synthetic_dir),
+      method_config(make, config, method, seed, synthetic_dir),
       os.path.join(root, "runs", method, f"seed{seed}"),
     )
     logging.info("%s seed %d: probe top-1 %.4f.", method, seed, result["top1"])
@@ -225,7 +282,11 @@ if __name__ == "__main__":
       raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     metrics.quiet_library_logs()
     try:
-      summary = run_experiment(_CONFIG.value, _WORKDIR.value)
+      flag = flags.FLAGS["config"]
+      make = config_builder(
+        config_flags.get_config_filename(flag), config_flags.get_override_values(flag)
+      )
+      summary = run_experiment(_CONFIG.value, _WORKDIR.value, make)
     except UserError as e:
       logging.error("%s", e)
       print(f"error: {e}", file=sys.stderr)
