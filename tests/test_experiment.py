@@ -1,0 +1,73 @@
+"""tools/experiment: the AUC of clean over corrupted classes, method names, the report."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from configs import digits
+from syncon_jax.errors import ConfigError
+from syncon_jax.tools import experiment
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_ranking_auc_equals_the_roc_auc_of_clean_against_corrupted(seed):
+  rng = np.random.default_rng(seed)
+  # Rounded weights make ties, which both count as half.
+  w = {str(c): float(v) for c, v in enumerate(np.round(rng.uniform(size=10), 1))}
+  corrupted = ["3", "8", "6"]
+  want = roc_auc_score([c not in corrupted for c in w], list(w.values()))
+  assert experiment.ranking_auc(w, corrupted) == pytest.approx(want)
+
+
+def test_ranking_auc_extremes():
+  w = {"a": 0.9, "b": 0.8, "c": 0.1}
+  assert experiment.ranking_auc(w, ["c"]) == 1.0
+  assert experiment.ranking_auc(w, ["a"]) == 0.0
+  assert experiment.ranking_auc({"a": 0.5, "b": 0.5}, ["b"]) == 0.5
+
+
+def test_method_names():
+  assert experiment.parse_method("supcon") == ("supcon", None)
+  assert experiment.parse_method("syncon-auto") == ("syncon", "auto")
+  with pytest.raises(ConfigError, match="name the weighting"):
+    experiment.parse_method("syncon")
+  with pytest.raises(ConfigError, match="only syncon"):
+    experiment.parse_method("byol-auto")
+
+
+def test_builder_applies_the_variant_and_the_overrides():
+  make = experiment.config_builder("configs/digits.py:runlocal", {"model.width": 2})
+  c = make("byol", None)
+  assert c.objective.name == "byol" and c.model.predictor_hidden_dim > 0  # decided by the file
+  assert c.runlocal and c.model.width == 2
+  c = make("syncon", "learned")
+  assert c.objective.weighting == "learned" and c.model.predictor_hidden_dim == 0
+
+
+def test_summary_reads_every_run(tmp_path):
+  config = digits.get_config()
+  config.experiment.methods = ("supcon", "syncon-auto")
+  config.experiment.baselines = ("simclr",)
+  config.experiment.seeds = (0, 1)
+  config.experiment.baseline_seeds = (0,)
+  weights = [{str(c): 1.0 for c in range(10)}, {str(c): float(c) / 10 for c in range(10)}]
+  for method, seeds in experiment.schedule(config):
+    for seed in seeds:
+      run = tmp_path / "runs" / method / f"seed{seed}"
+      os.makedirs(run)
+      (run / "linear_eval.json").write_text(json.dumps({"top1": 0.9 + seed / 100}))
+      (run / "synthetic_weights.json").write_text(json.dumps(weights[seed]))
+  s = experiment.summarise(config, str(tmp_path))
+  auto = s["methods"]["syncon-auto"]
+  assert auto["top1_summary"]["mean"] == pytest.approx(0.905)
+  assert auto["top1_summary"]["std"] == pytest.approx(np.std([0.9, 0.91], ddof=1))
+  # Seed 0: all tied (0.5); seed 1: w_c = c / 10 with 3, 6 and 8 corrupted.
+  clean = [0, 1, 2, 4, 5, 7, 9]
+  by_hand = np.mean([(a > b) for a in clean for b in (3, 6, 8)])
+  assert auto["auc"] == pytest.approx([0.5, by_hand])
+  assert "auc" not in s["methods"]["supcon"] and s["methods"]["simclr"]["seeds"] == [0]
+  md = experiment.markdown(s)
+  assert "| syncon-auto | 0.9050 ± 0.0071 |" in md and "| simclr | 0.9000 (seed 0) |" in md
