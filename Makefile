@@ -35,7 +35,8 @@ demo: $(VENV)/.installed
 	  --config.data.synthetic_dir=$(SYNTHETIC_DIR)
 
 # The headline result (README "Which synthetic classes are bad"): every method x 3 seeds on
-# renders with swapped and noise classes; report in $(EXPERIMENT_DIR)/report. About an hour here.
+# renders with swapped and noise classes, then the other baselines on one seed; report in
+# $(EXPERIMENT_DIR)/report. About 1.5 hours on the 2-core dev machine.
 experiment: $(VENV)/.installed
 	$(PY) -m syncon_jax.tools.experiment --config=$(CONFIG) --workdir=$(EXPERIMENT_DIR)
 
