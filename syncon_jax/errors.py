@@ -1,8 +1,13 @@
 """Errors that mean "the user asked for something wrong", as opposed to a bug.
 
-main.py and linear_eval.py catch `UserError`, print its message and exit non-zero without a
-traceback; everything else propagates with its traceback.
+Every program's main runs inside `exit_on_user_error()`: a `UserError` is printed and exits 2
+without a traceback; everything else propagates with its traceback.
 """
+
+import contextlib
+import sys
+
+from absl import logging
 
 
 class UserError(Exception):
@@ -15,3 +20,14 @@ class ConfigError(UserError, ValueError):
 
 class DataError(UserError, ValueError):
   """Data is missing or unreadable (names the file, folder or class at fault)."""
+
+
+@contextlib.contextmanager
+def exit_on_user_error():
+  """For program entry points: a UserError is logged, printed as 'error: ...' and exits 2."""
+  try:
+    yield
+  except UserError as e:
+    logging.error("%s", e)
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)

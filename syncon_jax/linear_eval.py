@@ -11,17 +11,16 @@ encoder shows what pretraining bought.
 
 import json
 import os
-import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import app, flags, logging
+from absl import app, flags
 from flax import nnx
 from ml_collections import config_flags
 
 from syncon_jax import checkpoint, data, metrics
-from syncon_jax.errors import ConfigError, UserError
+from syncon_jax.errors import ConfigError, exit_on_user_error
 from syncon_jax.evaluators import linear_probe
 from syncon_jax.train import init_model, preprocess
 
@@ -116,12 +115,8 @@ def main(argv) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   metrics.quiet_library_logs()
-  try:
+  with exit_on_user_error():
     out = evaluate(flags.FLAGS.config, flags.FLAGS.workdir, flags.FLAGS.step)
-  except UserError as e:
-    logging.error("%s", e)
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
   print(
     f"Linear probe, {out['labels_per_class']} labels per class, step {out['step']}: "
     f"top-1 {out['top1']:.4f} | raw pixels {out['raw_pixels_top1']:.4f} | "

@@ -15,7 +15,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from syncon_jax import metrics
-from syncon_jax.errors import ConfigError, UserError
+from syncon_jax.errors import ConfigError, exit_on_user_error
 
 FLAGS = flags.FLAGS
 
@@ -139,13 +139,9 @@ def main(argv) -> None:
     sys.modules["tensorflow"].config.set_visible_devices([], "GPU")
   from syncon_jax import train
 
-  try:
+  with exit_on_user_error():
     initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
     train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
-  except UserError as e:
-    logging.error("%s", e)
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -377,7 +377,6 @@ def _auto_init(num_classes: int, feat_dim: int, config) -> dict:
   return {
     "stats": stats_init(num_classes, feat_dim),
     "w": jnp.zeros((num_classes,), jnp.float32),
-    "step": jnp.zeros((), jnp.int32),
   }
 
 
@@ -399,13 +398,13 @@ def _auto_penalty(state: dict, inputs, config) -> jax.Array:
     valid=inputs.synthetic_valid.reshape(-1),
     block_size=config.block_size,
   )
-  on_probation = state["step"] < config.probation_steps
+  on_probation = inputs.step < config.probation_steps
   return jnp.where(on_probation, config.probation_ssl_weight, 0.0) * ssl
 
 
 def _auto_update(state, grads, inputs, config):
   del grads
-  step = state["step"] + 1
+  step = inputs.step + 1  # steps completed after this one
   on_probation = step <= config.probation_steps
   # After probation the statistics (and the weights) stay frozen: the embedding is now pulled by
   # the synthetic images, and measuring agreement in it would feed back into the weights.
@@ -415,7 +414,7 @@ def _auto_update(state, grads, inputs, config):
     lambda: state["stats"],
   )
   w = jnp.where(step >= config.probation_steps, auto_weights(stats, config), 0.0)
-  new = {**state, "stats": stats, "w": w, "step": step}
+  new = {**state, "stats": stats, "w": w}
   return new, {**stats_metrics(stats), "on_probation": on_probation.astype(jnp.float32)}
 
 

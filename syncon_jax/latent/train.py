@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import functools
 import os
-import sys
 import time
 from typing import Any
 
@@ -28,7 +27,7 @@ from absl import app, flags, logging
 from flax import nnx
 
 from syncon_jax import data, metrics
-from syncon_jax.errors import ConfigError, UserError
+from syncon_jax.errors import ConfigError, exit_on_user_error
 from syncon_jax.latent import models
 
 FLAGS = flags.FLAGS
@@ -225,12 +224,8 @@ def main(argv) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   metrics.quiet_library_logs()
-  try:
+  with exit_on_user_error():
     train_and_write(FLAGS.config, FLAGS.workdir)
-  except UserError as e:
-    logging.error("%s", e)
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
 
 
 if __name__ == "__main__":

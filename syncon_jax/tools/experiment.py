@@ -18,7 +18,6 @@ import copy
 import importlib.util
 import json
 import os
-import sys
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -26,7 +25,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from syncon_jax import linear_eval, metrics, train
-from syncon_jax.errors import ConfigError, UserError
+from syncon_jax.errors import ConfigError, exit_on_user_error
 from syncon_jax.tools import render_digits
 
 
@@ -281,16 +280,12 @@ if __name__ == "__main__":
     if len(argv) > 1:
       raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     metrics.quiet_library_logs()
-    try:
+    with exit_on_user_error():
       flag = flags.FLAGS["config"]
       make = config_builder(
         config_flags.get_config_filename(flag), config_flags.get_override_values(flag)
       )
       summary = run_experiment(_CONFIG.value, _WORKDIR.value, make)
-    except UserError as e:
-      logging.error("%s", e)
-      print(f"error: {e}", file=sys.stderr)
-      sys.exit(2)
     print(markdown(summary))
     print(f"Report: {os.path.join(_WORKDIR.value, 'report')}")
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import functools
 import os
-import sys
 from collections.abc import Sequence
 
 import jax
@@ -26,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags, logging
 
-from syncon_jax.errors import ConfigError, DataError, UserError
+from syncon_jax.errors import ConfigError, DataError, exit_on_user_error
 
 METRICS = ("cosine", "euclidean")
 
@@ -175,14 +174,10 @@ def main(argv: Sequence[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   FLAGS = flags.FLAGS
-  try:
+  with exit_on_user_error():
     summary = run(
       FLAGS.latents, FLAGS.out, k=FLAGS.k, metric=FLAGS.metric, block_size=FLAGS.block_size
     )
-  except UserError as e:
-    logging.error("%s", e)
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
   logging.info("Wrote %s: %s", FLAGS.out, summary)
   print(f"Wrote {FLAGS.out}: {summary}")
 
