@@ -96,6 +96,8 @@ def evaluate(config, workdir: str, step: int | None = None) -> dict:
 
   out = {
     "top1": result["top1"],
+    # Recall on each real test class: where a synthetic class helps or hurts shows up here.
+    "per_class_top1": dict(zip(class_names, result["per_class_top1"], strict=True)),
     "raw_pixels_top1": raw_result["top1"],
     "random_encoder_top1": random_result["top1"],
     "labels_per_class": int(ec.labels_per_class),

@@ -58,7 +58,9 @@ def test_summary_reads_every_run(tmp_path):
     for seed in seeds:
       run = tmp_path / "runs" / method / f"seed{seed}"
       os.makedirs(run)
-      (run / "linear_eval.json").write_text(json.dumps({"top1": 0.9 + seed / 100}))
+      recall = {str(c): 1.0 - seed * (c == 3) for c in range(10)}  # seed 1 misses every 3
+      probe = {"top1": 0.9 + seed / 100, "per_class_top1": recall}
+      (run / "linear_eval.json").write_text(json.dumps(probe))
       (run / "synthetic_weights.json").write_text(json.dumps(weights[seed]))
   s = experiment.summarise(config, str(tmp_path))
   auto = s["methods"]["syncon-auto"]
@@ -71,3 +73,28 @@ def test_summary_reads_every_run(tmp_path):
   assert "auc" not in s["methods"]["supcon"] and s["methods"]["simclr"]["seeds"] == [0]
   md = experiment.markdown(s)
   assert "| syncon-auto | 0.9050 ± 0.0071 |" in md and "| simclr | 0.9000 (seed 0) |" in md
+  assert auto["per_class_top1"]["3"] == 0.5 and auto["per_class_top1"]["4"] == 1.0
+  assert s["methods"]["simclr"]["per_class_top1"]["3"] == 1.0
+  assert "| 3* |" in md and "| 0.500 |" in md
+
+
+def test_render_audit_sees_swaps_and_noise(tmp_path):
+  """The independent critic reads a swap as the digit drawn and recognises clean renders."""
+  from syncon_jax.tools import render_digits
+
+  out = str(tmp_path / "syn")
+  render_digits.render_dataset(
+    out,
+    per_class=20,
+    seed=0,
+    image_size=32,
+    prompts_per_class=4,
+    corrupt_classes=(2, 7),
+    corruption="swap",
+  )
+  audit = experiment.render_audit(digits.get_config().data, out)
+  assert audit["real_test_top1"] > 0.95
+  # Swaps file renders of (c + 5) % 10 under c: the critic must see 7 in folder 2, 2 in folder 7.
+  assert audit["classes"]["2"]["recognised"] < 0.2 and audit["classes"]["2"]["seen_as"] == "7"
+  assert audit["classes"]["7"]["recognised"] < 0.2 and audit["classes"]["7"]["seen_as"] == "2"
+  assert audit["classes"]["0"]["recognised"] > 0.8

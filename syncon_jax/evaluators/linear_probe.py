@@ -48,7 +48,8 @@ def linear_probe(
 
   train_x: [N, F], train_y: [N], test_x: [M, F], test_y: [M]. With few labels one held-out split
   is noisy, so the choice averages `n_splits` stratified shuffles of `heldout_fraction`.
-  Returns {"top1", "l2", "heldout_top1"}; accuracies are fractions in [0, 1].
+  Returns {"top1", "l2", "heldout_top1", "per_class_top1"}; accuracies are fractions in [0, 1],
+  per_class_top1 is [max label + 1] with each class's recall on test (NaN for a class test lacks).
   """
   splits = StratifiedShuffleSplit(n_splits=n_splits, test_size=heldout_fraction, random_state=seed)
   scores = []
@@ -60,8 +61,13 @@ def linear_probe(
     scores.append(float(np.mean(accs)))
   best = int(np.argmax(scores))
   predict = _fit(train_x, train_y, l2_grid[best], seed)
+  hit = predict(test_x) == test_y
+  num_classes = int(max(train_y.max(), test_y.max())) + 1
+  count = np.bincount(test_y, minlength=num_classes)
+  per_class = np.bincount(test_y, weights=hit, minlength=num_classes) / np.maximum(count, 1)
   return {
-    "top1": float(np.mean(predict(test_x) == test_y)),
+    "top1": float(np.mean(hit)),
     "l2": float(l2_grid[best]),
     "heldout_top1": scores[best],
+    "per_class_top1": [float(a) if n else float("nan") for a, n in zip(per_class, count)],
   }

@@ -1,0 +1,34 @@
+"""The few-label linear probe: label selection and per-class recall."""
+
+import numpy as np
+
+from syncon_jax.evaluators import linear_probe
+
+
+def test_few_label_indices_draws_per_class_without_repeats():
+  labels = np.repeat(np.arange(4), [5, 7, 2, 9])
+  idx = linear_probe.few_label_indices(labels, per_class=3, seed=1)
+  np.testing.assert_array_equal(np.bincount(labels[idx]), [3, 3, 2, 3])  # class 2 has only 2
+  assert np.all(np.diff(idx) > 0)
+  np.testing.assert_array_equal(idx, linear_probe.few_label_indices(labels, per_class=3, seed=1))
+  np.testing.assert_array_equal(linear_probe.few_label_indices(labels, 0, 0), np.arange(23))
+
+
+def test_per_class_recall_matches_numpy():
+  """Three well-separated clusters; class 2's test points are moved onto class 0's cluster."""
+  rng = np.random.default_rng(0)
+  centres = np.array([[8.0, 0.0], [0.0, 8.0], [-8.0, -8.0]])
+  train_y = np.repeat(np.arange(3), 10)
+  train_x = centres[train_y] + rng.normal(size=(30, 2))
+  test_y = np.array([0] * 6 + [1] * 4 + [2] * 5)
+  test_x = centres[np.where(test_y == 2, 0, test_y)] + rng.normal(size=(15, 2))
+  out = linear_probe.linear_probe(
+    train_x, train_y, test_x, test_y, l2_grid=(1e-3, 1e-1), heldout_fraction=0.3, seed=0
+  )
+  np.testing.assert_allclose(out["per_class_top1"], [1.0, 1.0, 0.0])
+  np.testing.assert_allclose(out["top1"], 10 / 15)
+  # A class absent from test has no recall (NaN), and the vector still spans every train label.
+  out = linear_probe.linear_probe(
+    train_x, train_y, test_x[:10], test_y[:10], l2_grid=(1e-2,), heldout_fraction=0.3, seed=0
+  )
+  assert len(out["per_class_top1"]) == 3 and np.isnan(out["per_class_top1"][2])
