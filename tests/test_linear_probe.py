@@ -27,8 +27,8 @@ def test_per_class_recall_matches_numpy():
   )
   np.testing.assert_allclose(out["per_class_top1"], [1.0, 1.0, 0.0])
   np.testing.assert_allclose(out["top1"], 10 / 15)
-  # A class absent from test has no recall (NaN), and the vector still spans every train label.
+  # A class absent from test has no recall (None), and the vector still spans every train label.
   out = linear_probe.linear_probe(
     train_x, train_y, test_x[:10], test_y[:10], l2_grid=(1e-2,), heldout_fraction=0.3, seed=0
   )
-  assert len(out["per_class_top1"]) == 3 and np.isnan(out["per_class_top1"][2])
+  assert len(out["per_class_top1"]) == 3 and out["per_class_top1"][2] is None

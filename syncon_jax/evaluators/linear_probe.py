@@ -49,7 +49,7 @@ def linear_probe(
   train_x: [N, F], train_y: [N], test_x: [M, F], test_y: [M]. With few labels one held-out split
   is noisy, so the choice averages `n_splits` stratified shuffles of `heldout_fraction`.
   Returns {"top1", "l2", "heldout_top1", "per_class_top1"}; accuracies are fractions in [0, 1],
-  per_class_top1 is [max label + 1] with each class's recall on test (NaN for a class test lacks).
+  per_class_top1 is [max label + 1] with each class's recall on test (None for a class test lacks).
   """
   splits = StratifiedShuffleSplit(n_splits=n_splits, test_size=heldout_fraction, random_state=seed)
   scores = []
@@ -69,5 +69,5 @@ def linear_probe(
     "top1": float(np.mean(hit)),
     "l2": float(l2_grid[best]),
     "heldout_top1": scores[best],
-    "per_class_top1": [float(a) if n else float("nan") for a, n in zip(per_class, count)],
+    "per_class_top1": [float(a) if n else None for a, n in zip(per_class, count, strict=True)],
   }

@@ -10,8 +10,10 @@ r"""The headline experiment: can the synthetic weights find the bad synthetic cl
    for config.experiment.baseline_seeds, each in <workdir>/runs/<method>/seed<k> (a finished run
    is not trained again; an interrupted one resumes), and runs the few-label linear probe;
 3. writes <workdir>/report/: results.json and results.md (probe top-1 mean ± std per method; per
-   weighting scheme the AUC of clean classes ranked above corrupted ones by the final weights)
-   and weights.png (every class's weight over training, corrupted classes highlighted).
+   weighting scheme the AUC of clean classes ranked above corrupted ones by the final weights;
+   the probe's recall on each real test class; and a render audit, what an independent critic
+   trained on the real pixels takes each synthetic class for) and weights.png (every class's
+   weight over training, corrupted classes highlighted).
 """
 
 import copy
@@ -196,7 +198,8 @@ def summarise(config, root: str) -> dict:
     entry = {"seeds": list(seeds), "top1": rows["top1"]}
     entry["top1_summary"] = _mean_std(rows["top1"])
     entry["per_class_top1"] = {
-      name: float(np.mean([p[name] for p in rows["per_class"]])) for name in rows["per_class"][0]
+      name: float(np.nanmean([np.nan if p[name] is None else p[name] for p in rows["per_class"]]))
+      for name in rows["per_class"][0]
     }
     if rows["auc"]:
       entry["auc"] = rows["auc"]
