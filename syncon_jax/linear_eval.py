@@ -85,6 +85,7 @@ def evaluate(config, workdir: str, step: int | None = None) -> dict:
       l2_grid=tuple(ec.l2_grid),
       heldout_fraction=ec.heldout_fraction,
       seed=ec.probe_seed,
+      num_classes=len(class_names),
     )
 
   random_model = nnx.merge(*init_model(config))

@@ -43,13 +43,15 @@ def linear_probe(
   heldout_fraction: float,
   seed: int,
   n_splits: int = 3,
+  num_classes: int | None = None,
 ) -> dict:
   """Chooses the L2 strength on held-out parts of train, refits on all of train, scores test.
 
   train_x: [N, F], train_y: [N], test_x: [M, F], test_y: [M]. With few labels one held-out split
   is noisy, so the choice averages `n_splits` stratified shuffles of `heldout_fraction`.
   Returns {"top1", "l2", "heldout_top1", "per_class_top1"}; accuracies are fractions in [0, 1],
-  per_class_top1 is [max label + 1] with each class's recall on test (None for a class test lacks).
+  per_class_top1 is [num_classes] (default: the largest label + 1), each class's recall on test,
+  None for a class that test lacks.
   """
   splits = StratifiedShuffleSplit(n_splits=n_splits, test_size=heldout_fraction, random_state=seed)
   scores = []
@@ -62,7 +64,8 @@ def linear_probe(
   best = int(np.argmax(scores))
   predict = _fit(train_x, train_y, l2_grid[best], seed)
   hit = predict(test_x) == test_y
-  num_classes = int(max(train_y.max(), test_y.max())) + 1
+  if num_classes is None:
+    num_classes = int(max(train_y.max(), test_y.max())) + 1
   count = np.bincount(test_y, minlength=num_classes)
   per_class = np.bincount(test_y, weights=hit, minlength=num_classes) / np.maximum(count, 1)
   return {
