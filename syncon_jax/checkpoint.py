@@ -16,6 +16,8 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
+from syncon_jax.errors import ConfigError
+
 MODEL_PARTS = ("encoder", "head", "predictor")
 
 
@@ -75,7 +77,16 @@ class Checkpointer:
     args = ocp.args.Composite(
       **{k: ocp.args.StandardRestore(_abstract(v)) for k, v in items.items()}
     )
-    r = self._manager.restore(step, args=args)
+    try:
+      r = self._manager.restore(step, args=args)
+    except ValueError as e:
+      # Orbax's message lists every differing leaf; the first lines name the parts at fault.
+      detail = "\n".join(str(e).splitlines()[:6])
+      raise ConfigError(
+        f"The checkpoint at step {step} in {self.directory} does not match this run's train "
+        f"state (it was written by another version of the code or another config):\n{detail}\n"
+        "Use another --workdir, or the code and config that wrote it."
+      ) from e
     r = {k: _like(items[k], r[k]) for k in items}
     return template._replace(
       step=r["train"]["step"],

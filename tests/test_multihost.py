@@ -4,7 +4,7 @@ Real processes on 127.0.0.1 (jax.distributed + gloo CPU collectives), the runloc
 (tiny ResNet, 12 steps, checkpoints at 6 and 12) logged at every step. One module fixture
 trains every run, all in parallel, because each process compiles the step (~20 s here):
 
-  from scratch:  1x1, 1x8, 2x4, 2x1   (processes x devices per process)
+  from scratch:  1x1, 1x8, 2x4        (processes x devices per process)
   resumed:       2x4 -> 1x1 and 1x1 -> 2x1, each started when its source run is done: the
                  source's workdir as a run stopped after step 6 leaves it (checkpoint 6, metrics
                  up to 6), continued by the other topology to step 12.
@@ -27,7 +27,9 @@ from conftest import REPO, run_cli
 from syncon_jax import main as syncon_main
 from syncon_jax.errors import ConfigError
 
-TOPOLOGIES = {"1x1": (1, 1), "1x8": (1, 8), "2x4": (2, 4), "2x1": (2, 1)}
+# 2 processes x 1 device runs as the second half of "1x1->2x1" (from scratch it would add two
+# more compiling processes to the slowest fixture of the suite, and test nothing new).
+TOPOLOGIES = {"1x1": (1, 1), "1x8": (1, 8), "2x4": (2, 4)}
 RESUMED = {"2x4->1x1": ("2x4", (1, 1)), "1x1->2x1": ("1x1", (2, 1))}
 STOP_AFTER = 6  # the runlocal config checkpoints at 6 and 12
 TOTAL = 12
@@ -265,17 +267,17 @@ def _log(workdir: str, process: int = 0) -> str:
     return f.read()
 
 
-@pytest.mark.parametrize("name", ["2x4", "2x1"])
+@pytest.mark.parametrize("name", ["2x4", "1x1->2x1"])
 def test_only_process_0_writes_metrics_and_logs(runs, name):
   assert sorted(_metrics(runs[name])) == list(range(1, TOTAL + 1))  # one row per step, not two
   events = [f for f in os.listdir(runs[name]) if f.startswith("events.out.tfevents")]
-  assert len(events) == 1
+  assert len(events) == (2 if name in RESUMED else 1)  # a resumed run adds one to its source's
   log0, log1 = _log(runs[name], 0), _log(runs[name], 1)
   assert "Process 0 of 2 (flags)" in log0 and "step 12/12" in log0, log0[-3000:]
   assert "step 12/12" not in log1 and "Saved checkpoint" not in log1, log1[-3000:]
 
 
-@pytest.mark.parametrize("name", ["1x8", "2x4", "2x1", *RESUMED])
+@pytest.mark.parametrize("name", ["1x8", "2x4", *RESUMED])
 def test_loss_curve_matches_one_process_one_device(runs, name):
   reference, other = _metrics(runs["1x1"]), _metrics(runs[name])
   assert sorted(other) == sorted(reference) == list(range(1, TOTAL + 1))
@@ -288,7 +290,7 @@ def test_loss_curve_matches_one_process_one_device(runs, name):
     )
 
 
-@pytest.mark.parametrize("name", ["1x8", "2x4", "2x1", *RESUMED])
+@pytest.mark.parametrize("name", ["1x8", "2x4", *RESUMED])
 def test_final_state_matches_one_process_one_device(runs, name):
   """Parameters, BatchNorm statistics, optimiser and objective state after step 12."""
   reference, other = _checkpoint(runs["1x1"]), _checkpoint(runs[name])

@@ -179,3 +179,11 @@ def test_workdir_of_another_model_is_refused(synthetic_dir, tmp_path):
     "--config.model.width=8",
   )
   _assert_user_error(r, "model.width=4")
+  # Same model and objective, another weighting scheme: its state does not fit the checkpoint.
+  r = run_cli(
+    "syncon_jax.main",
+    "--config=configs/digits.py:runlocal,weighting=fixed",
+    f"--workdir={tmp_path}",
+    f"--config.data.synthetic_dir={synthetic_dir}",
+  )
+  _assert_user_error(r, "does not match this run's train state", "objective.weighting")

@@ -131,14 +131,17 @@ def schedule(config) -> list[tuple[str, tuple[int, ...]]]:
 
 
 def run_one(config, workdir: str) -> dict:
-  """Trains (or resumes) one run and probes it; a finished, probed run is read back as it is."""
+  """Trains (or resumes) one run and probes it. A finished, probed run is read back as it is; a
+  finished run whose probe predates a field of linear_eval.json is probed again, not retrained."""
   path = os.path.join(workdir, "linear_eval.json")
   if os.path.exists(path):
     with open(path) as f:
       done = json.load(f)
-    if done.get("step") == config.total_steps and "per_class_top1" in done:
-      logging.info("%s: already trained and probed.", workdir)
-      return done
+    if done.get("step") == config.total_steps:
+      if "per_class_top1" in done:
+        logging.info("%s: already trained and probed.", workdir)
+        return done
+      return linear_eval.evaluate(config, workdir, step=config.total_steps)
   train.train_and_evaluate(config, workdir)
   return linear_eval.evaluate(config, workdir)
 
