@@ -27,6 +27,10 @@ from conftest import REPO, run_cli
 from syncon_jax import main as syncon_main
 from syncon_jax.errors import ConfigError
 
+# The `runs` fixture is module-scoped, but pytest-xdist would build it once per worker that
+# draws one of its tests (measured: twice, 530 s of a 2-core machine); one group, one worker.
+pytestmark = pytest.mark.xdist_group("multihost")
+
 # 2 processes x 1 device runs as the second half of "1x1->2x1" (from scratch it would add two
 # more compiling processes to the slowest fixture of the suite, and test nothing new).
 TOPOLOGIES = {"1x1": (1, 1), "1x8": (1, 8), "2x4": (2, 4)}
