@@ -41,7 +41,7 @@ experiment: $(VENV)/.installed
 	$(PY) -m syncon_jax.tools.experiment --config=$(CONFIG) --workdir=$(EXPERIMENT_DIR)
 
 test: $(VENV)/.installed-test
-	$(PY) -m pytest -q -n 2 --dist loadgroup --durations=15
+	$(PY) -m pytest -q -n 2 --dist loadfile --durations=15
 
 lint: $(VENV)/.installed-test
 	$(VENV)/bin/ruff check syncon_jax tests configs benchmarks

@@ -27,9 +27,10 @@ from conftest import REPO, run_cli
 from syncon_jax import main as syncon_main
 from syncon_jax.errors import ConfigError
 
-# The `runs` fixture is module-scoped, but pytest-xdist would build it once per worker that
-# draws one of its tests (measured: twice, 530 s of a 2-core machine); one group, one worker.
-pytestmark = pytest.mark.xdist_group("multihost")
+# The `runs` fixture costs ~4 min of a 2-core machine, so it must be built once: `make test`
+# hands whole files to its two workers (--dist loadfile); with --dist load each worker that drew
+# one of these tests built it (measured: 232 s on each, at the same time). xdist_group marks
+# would not help here: pytest 9.2 ignores them (pytest-xdist issue #1386).
 
 # 2 processes x 1 device runs as the second half of "1x1->2x1" (from scratch it would add two
 # more compiling processes to the slowest fixture of the suite, and test nothing new).
