@@ -71,14 +71,10 @@ class Checkpointer:
     args = ocp.args.Composite(**{k: ocp.args.StandardSave(v) for k, v in _items(state).items()})
     return self._manager.save(step, args=args, force=True)
 
-  def restore(self, step: int, template):
-    """Restores the full train state at `step`, laid out (shapes, shardings) like `template`."""
-    items = _items(template)
-    args = ocp.args.Composite(
-      **{k: ocp.args.StandardRestore(_abstract(v)) for k, v in items.items()}
-    )
+  def _restore(self, step: int, args):
+    """The manager's restore; a checkpoint whose tree does not fit the template is a ConfigError."""
     try:
-      r = self._manager.restore(step, args=args)
+      return self._manager.restore(step, args=args)
     except ValueError as e:
       # Orbax's message lists every differing leaf; the first lines name the parts at fault.
       detail = "\n".join(str(e).splitlines()[:6])
@@ -87,6 +83,14 @@ class Checkpointer:
         f"state (it was written by another version of the code or another config):\n{detail}\n"
         "Use another --workdir, or the code and config that wrote it."
       ) from e
+
+  def restore(self, step: int, template):
+    """Restores the full train state at `step`, laid out (shapes, shardings) like `template`."""
+    items = _items(template)
+    args = ocp.args.Composite(
+      **{k: ocp.args.StandardRestore(_abstract(v)) for k, v in items.items()}
+    )
+    r = self._restore(step, args)
     r = {k: _like(items[k], r[k]) for k in items}
     return template._replace(
       step=r["train"]["step"],
@@ -99,8 +103,8 @@ class Checkpointer:
   def restore_encoder(self, step: int, params_template, state_template):
     """Restores only the encoder's (params, state) at `step`."""
     template = {"params": params_template, "state": state_template}
-    r = self._manager.restore(
-      step, args=ocp.args.Composite(encoder=ocp.args.StandardRestore(_abstract(template)))
+    r = self._restore(
+      step, ocp.args.Composite(encoder=ocp.args.StandardRestore(_abstract(template)))
     )
     r = _like(template, r["encoder"])
     return r["params"], r["state"]

@@ -22,7 +22,7 @@ from ml_collections import config_flags
 from syncon_jax import checkpoint, data, metrics
 from syncon_jax.errors import ConfigError, exit_on_user_error
 from syncon_jax.evaluators import linear_probe
-from syncon_jax.train import init_model, preprocess
+from syncon_jax.train import check_workdir_compatible, init_model, preprocess
 
 
 def _define_flags() -> None:
@@ -51,8 +51,15 @@ def extract_features(model, images: np.ndarray, config) -> np.ndarray:
   return np.concatenate(out).astype(np.float32)
 
 
+def raw_pixels(images: np.ndarray) -> np.ndarray:
+  """The pixel baseline's features. images: [N, H, W, C] uint8 -> [N, H*W*C] float32 in [0, 1]."""
+  return images.reshape(len(images), -1).astype(np.float32) / 255.0
+
+
 def restore_encoder(model, workdir: str, step: int | None, config) -> int:
   """Loads the checkpointed encoder into model.encoder in place; returns the step restored."""
+  # Another model's shapes would fail deep inside orbax's async reads; name the key instead.
+  check_workdir_compatible(workdir, config, encoder_only=True)
   ckpt = checkpoint.Checkpointer(workdir, keep=config.keep_checkpoints, every_steps=1)
   step = ckpt.latest_step() if step is None else step
   if step is None:
@@ -93,7 +100,7 @@ def evaluate(config, workdir: str, step: int | None = None) -> dict:
   model = nnx.merge(*init_model(config))
   restored = restore_encoder(model, workdir, step, config)
   result = probe(lambda images: extract_features(model, images, config))
-  raw_result = probe(lambda images: images.reshape(len(images), -1).astype(np.float32) / 255.0)
+  raw_result = probe(raw_pixels)
 
   out = {
     "top1": result["top1"],

@@ -330,15 +330,24 @@ def compile_and_meet(step_fn, state: TrainState, batch: dict[str, jax.Array]):
 # The loop.
 
 
-def _check_workdir_compatible(workdir: str, config) -> None:
-  """A workdir whose checkpoints come from another model or objective is an error, not a crash."""
+def check_workdir_compatible(workdir: str, config, *, encoder_only: bool = False) -> None:
+  """A workdir whose checkpoints come from another model or objective is an error, not a crash.
+
+  encoder_only checks the encoder's keys only (linear_eval reads the encoder, whatever head,
+  predictor and objective trained it).
+  """
   path = os.path.join(workdir, "config.json")
   if not os.path.exists(path) or not os.path.isdir(os.path.join(workdir, "checkpoints")):
     return
   with open(path) as f:
     old = json.load(f)
-  model_keys = ("name", "stem", "width", "proj_dim", "predictor_hidden_dim")
-  for section, keys in (("model", model_keys), ("objective", ("name",))):
+  checks = {"model": ("name", "stem", "width")}
+  if not encoder_only:
+    checks = {
+      "model": checks["model"] + ("proj_dim", "predictor_hidden_dim"),
+      "objective": ("name",),
+    }
+  for section, keys in checks.items():
     for key in keys:
       before, now = old.get(section, {}).get(key), config[section].get(key)
       if before is not None and before != now:
@@ -353,7 +362,7 @@ def _write_config(workdir: str, config) -> None:
     os.makedirs(workdir, exist_ok=True)
     path = os.path.join(workdir, "config.json")
     # Replaced whole, never truncated: the other processes may be reading the previous one
-    # (_check_workdir_compatible) at this moment.
+    # (check_workdir_compatible) at this moment.
     with open(path + ".tmp", "w") as f:
       f.write(config.to_json(indent=2))
     os.replace(path + ".tmp", path)
@@ -387,7 +396,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   """Trains config.total_steps steps, resuming from the latest checkpoint in workdir."""
   objective = objectives.get_objective(config.objective.name)
   check_batch_size(config)
-  _check_workdir_compatible(workdir, config)
+  check_workdir_compatible(workdir, config)
   _write_config(workdir, config)
 
   train, class_names, synthetic = load_data(config, objective.uses_synthetic)

@@ -27,11 +27,6 @@ from conftest import REPO, run_cli
 from syncon_jax import main as syncon_main
 from syncon_jax.errors import ConfigError
 
-# The `runs` fixture costs ~4 min of a 2-core machine, so it must be built once: `make test`
-# hands whole files to its two workers (--dist loadfile); with --dist load each worker that drew
-# one of these tests built it (measured: 232 s on each, at the same time). xdist_group marks
-# would not help here: pytest 9.2 ignores them (pytest-xdist issue #1386).
-
 # 2 processes x 1 device runs as the second half of "1x1->2x1" (from scratch it would add two
 # more compiling processes to the slowest fixture of the suite, and test nothing new).
 TOPOLOGIES = {"1x1": (1, 1), "1x8": (1, 8), "2x4": (2, 4)}
@@ -207,6 +202,10 @@ def _stop_after(src: str, dst: str, step: int) -> None:
     f.writelines(rows)
 
 
+# This fixture costs ~4 min of a 2-core machine, so it must be built once: `make test`
+# hands whole files to its two workers (--dist loadfile); with --dist load each worker that drew
+# one of these tests built it (measured: 232 s on each, at the same time). xdist_group marks
+# would not help here: pytest 9.2 ignores them (pytest-xdist issue #1386).
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, synthetic_dir) -> dict[str, str]:
   """name -> workdir of every run in the module docstring, all finished."""

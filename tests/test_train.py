@@ -187,3 +187,11 @@ def test_workdir_of_another_model_is_refused(synthetic_dir, tmp_path):
     f"--config.data.synthetic_dir={synthetic_dir}",
   )
   _assert_user_error(r, "does not match this run's train state", "objective.weighting")
+  # linear_eval reads only the encoder: another model is refused, another objective is not.
+  r = run_cli(
+    "syncon_jax.linear_eval",
+    "--config=configs/digits.py:runlocal",
+    f"--workdir={tmp_path}",
+    "--config.model.width=8",
+  )
+  _assert_user_error(r, "model.width=4")

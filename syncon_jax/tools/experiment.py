@@ -163,7 +163,7 @@ def render_audit(data_config, synthetic_dir: str) -> dict:
 
   train_split, test_split, class_names = data.load_real(data_config)
   synthetic = folders.load_synthetic(synthetic_dir, class_names, image_size=data_config.image_size)
-  pixels = lambda images: images.reshape(len(images), -1).astype(np.float32) / 255.0
+  pixels = linear_eval.raw_pixels
   critic = SVC(gamma="scale").fit(pixels(train_split.images), train_split.labels)
   real_top1 = float(np.mean(critic.predict(pixels(test_split.images)) == test_split.labels))
   seen = critic.predict(pixels(synthetic.images))
@@ -200,10 +200,10 @@ def summarise(config, root: str) -> dict:
         rows["auc"].append(ranking_auc(weights, corrupted))
     entry = {"seeds": list(seeds), "top1": rows["top1"]}
     entry["top1_summary"] = _mean_std(rows["top1"])
-    entry["per_class_top1"] = {
-      name: float(np.nanmean([np.nan if p[name] is None else p[name] for p in rows["per_class"]]))
-      for name in rows["per_class"][0]
-    }
+    # The mean over the seeds whose test split has the class (None where none has).
+    recalls = {name: [p[name] for p in rows["per_class"] if p[name] is not None]
+               for name in rows["per_class"][0]}  # fmt: skip
+    entry["per_class_top1"] = {n: float(np.mean(v)) if v else None for n, v in recalls.items()}
     if rows["auc"]:
       entry["auc"] = rows["auc"]
       entry["auc_summary"] = _mean_std(rows["auc"])
@@ -245,7 +245,9 @@ def markdown(summary: dict) -> str:
   ]
   for method, e in summary["methods"].items():
     lines.append(
-      f"| {method} | " + " | ".join(f"{v:.3f}" for v in e["per_class_top1"].values()) + " |"
+      f"| {method} | "
+      + " | ".join("–" if v is None else f"{v:.3f}" for v in e["per_class_top1"].values())
+      + " |"
     )
   if "render_audit" in summary:
     audit = summary["render_audit"]
@@ -334,9 +336,7 @@ def run_experiment(config, root: str, make: Callable | None = None) -> dict:
   report = os.path.join(root, "report")
   os.makedirs(report, exist_ok=True)
   summary = summarise(config, root)
-  summary["render_audit"] = render_audit(
-    method_config(make, config, plan[0][0], 0, synthetic_dir).data, synthetic_dir
-  )
+  summary["render_audit"] = render_audit(config.data, synthetic_dir)
   with open(os.path.join(report, "results.json"), "w") as f:
     json.dump(summary, f, indent=2)
   with open(os.path.join(report, "results.md"), "w") as f:
