@@ -100,3 +100,27 @@ def test_render_audit_sees_swaps_and_noise(tmp_path):
   assert audit["classes"]["2"]["recognised"] < 0.2 and audit["classes"]["2"]["seen_as"] == "7"
   assert audit["classes"]["7"]["recognised"] < 0.2 and audit["classes"]["7"]["seen_as"] == "2"
   assert audit["classes"]["0"]["recognised"] > 0.8
+
+
+def test_run_experiment_writes_the_report_and_does_not_retrain(tmp_path):
+  """End to end on the runlocal config: render, train, probe, report; a second call reads back."""
+  config = digits.get_config("runlocal")
+  ec = config.experiment
+  ec.methods, ec.seeds, ec.baselines = ("syncon-auto",), (0,), ()
+  ec.render_per_class, ec.render_prompts_per_class = 8, 2
+  summary = experiment.run_experiment(config, str(tmp_path))
+
+  report = tmp_path / "report"
+  assert json.loads((report / "results.json").read_text()) == summary
+  auto = summary["methods"]["syncon-auto"]
+  assert len(auto["auc"]) == 1 and 0.0 <= auto["auc"][0] <= 1.0
+  assert sorted(auto["per_class_top1"]) == [str(c) for c in range(10)]
+  assert sorted(summary["render_audit"]["classes"]) == [str(c) for c in range(10)]
+  assert "| syncon-auto |" in (report / "results.md").read_text()
+  assert (report / "weights.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+  metrics = tmp_path / "runs" / "syncon-auto" / "seed0" / "metrics.jsonl"
+  before = metrics.stat().st_mtime_ns
+  again = experiment.run_experiment(config, str(tmp_path))
+  assert metrics.stat().st_mtime_ns == before  # read back, not trained again
+  assert again["methods"] == summary["methods"]
