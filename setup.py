@@ -6,6 +6,9 @@ INSTALL_REQUIRES = [
     "absl-py==2.5.1",
     "chex==0.1.92",
     "flax==0.12.8",
+    # TFDS imports it when it downloads and prepares a data set (data.download=True) but does not
+    # declare it for Python >= 3.9.
+    "importlib_resources==7.1.0",
     "jax==0.10.2",
     "jaxlib==0.10.2",
     "matplotlib==3.11.2",

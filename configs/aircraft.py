@@ -12,7 +12,8 @@ Run (synthetic images: <dir>/<variant>/*.png, e.g. "737-700/0001.png"):
   python -m syncon_jax.linear_eval --config=configs/aircraft.py --workdir=$RUNS/aircraft_syncon \
     --config.data.manual_dir=/data
 
-(RUNS: a local folder or a gs:// path.)
+(RUNS: a folder every host sees; gs:// workdirs are not supported yet, mount a bucket with
+gcsfuse and use the mount point.)
 
 Variants, comma separated after the colon:
   objective=supcon|supcon_syn|syncon    (default syncon; supcon needs no synthetic_dir)

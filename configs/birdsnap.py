@@ -12,7 +12,8 @@ Run (synthetic images: <dir>/<common name>/*.png, e.g. "Black-footed Albatross/0
   python -m syncon_jax.linear_eval --config=configs/birdsnap.py --workdir=$RUNS/birdsnap_syncon \
     --config.data.manual_dir=/data/birdsnap
 
-(RUNS: a local folder or a gs:// path.)
+(RUNS: a folder every host sees; gs:// workdirs are not supported yet, mount a bucket with
+gcsfuse and use the mount point.)
 
 Variants, comma separated after the colon:
   objective=supcon|supcon_syn|syncon    (default syncon; supcon needs no synthetic_dir)

@@ -13,7 +13,8 @@ Run:
   python -m syncon_jax.linear_eval --config=configs/cifake.py --workdir=$RUNS/cifake_supcon \
     --config.data.manual_dir=/data/cifake
 
-(RUNS: a local folder or a gs:// path.)
+(RUNS: a folder every host sees; gs:// workdirs are not supported yet, mount a bucket with
+gcsfuse and use the mount point.)
 
 Variants, comma separated after the colon:
   task=cifar10|real_fake      the CIFAR-10 class from the file names (default), or REAL vs FAKE
@@ -36,6 +37,7 @@ same encoder on CIFAR-10 (configs/cifar10.py) reaches 96.0% with SupCon (Khosla 
 import ml_collections
 
 from configs import common
+from syncon_jax.errors import ConfigError
 
 NUM_TRAIN = {"REAL": 50_000, "FAKE": 50_000, "both": 100_000}
 # CIFAKE's REAL images are CIFAR-10's; its statistics serve both halves.
@@ -48,7 +50,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     arg, objective="supcon", weighting="auto", task="cifar10", train="REAL", runlocal=False
   )
   if arg.train not in NUM_TRAIN:
-    raise ValueError(f"Unknown variant train={arg.train!r}; valid: {sorted(NUM_TRAIN)}")
+    raise ConfigError(f"Unknown variant train={arg.train!r}; valid: {sorted(NUM_TRAIN)}")
   c = common.paper_config(
     arg,
     data_name="cifake",

@@ -1,10 +1,15 @@
 r"""SupCon (or SynCon) on CIFAR-100 (TFDS cifar100, 100 fine labels), ResNet-50, CIFAR stem, 32 px.
 
   python -m syncon_jax.main --config=configs/cifar100.py --workdir=$RUNS/cifar100_supcon \
-    [--config.data.data_dir=gs://BUCKET/tfds]     # or --config.data.download=True
-  python -m syncon_jax.linear_eval --config=configs/cifar100.py --workdir=$RUNS/cifar100_supcon
+    --config.data.data_dir=$TFDS
+  python -m syncon_jax.linear_eval --config=configs/cifar100.py --workdir=$RUNS/cifar100_supcon \
+    --config.data.data_dir=$TFDS
 
-(RUNS: a local folder or a gs:// path.)
+(TFDS: the TFDS data folder, e.g. ~/tensorflow_datasets or gs://tfds-data/datasets; add
+--config.data.download=True to the first command to download and prepare cifar100 there once.)
+
+(RUNS: a folder every host sees; gs:// workdirs are not supported yet, mount a bucket with
+gcsfuse and use the mount point.)
 
 Variants, comma separated after the colon:
   objective=supcon|supcon_syn|syncon    (default supcon; the others need data.synthetic_dir)

@@ -8,6 +8,9 @@ its own data keys. Commands are run from the repository root (configs/ is import
 import math
 
 import ml_collections
+from ml_collections import config_dict
+
+from syncon_jax.errors import ConfigError
 
 __all__ = [
   "IMAGENET_MEAN",
@@ -15,11 +18,19 @@ __all__ = [
   "momentum_config",
   "objective_config",
   "paper_config",
+  "optional",
   "parse_arg",
 ]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def optional(kind: type):
+  """An unset key of type `kind` (None until given). A plain None default cannot be overridden
+  from the command line (ml_collections refuses --config.KEY=... on a NoneType field); a typed
+  placeholder can, and still reads as None in the code."""
+  return config_dict.placeholder(kind)
 
 
 def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
@@ -28,24 +39,27 @@ def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
   for part in filter(None, (arg or "").split(",")):
     key, eq, value = part.partition("=")
     if key not in out:
-      raise ValueError(f"Unknown config variant {key!r}; valid: {sorted(out.keys())}")
+      raise ConfigError(
+        f"Unknown config variant {key!r} in {arg!r}; valid variants: {sorted(out.keys())}"
+      )
     out[key] = value if eq else True
   return out
 
 
-def objective_config(arg: ml_collections.ConfigDict, *, block_size: int | None, total_steps: int):
+def objective_config(arg: ml_collections.ConfigDict, *, block_size: int | None, total_steps):
   """The objective section every config shares; `arg` is the parsed variant string.
 
   block_size: None builds the [views, views] similarity matrix; an int streams it in blocks of
   that many rows (memory linear in the global batch, see benchmarks/README.md).
-  total_steps: the run's length, which sets the auto scheme's probation.
+  total_steps: a reference to the run's length (`c.get_ref("total_steps")`): the auto scheme's
+  probation is a third of it and follows a --config.total_steps override.
   """
   o = ml_collections.ConfigDict()
   o.name = arg.objective
   o.n_views = 2
   o.temperature = 0.1
   o.base_temperature = 0.1
-  o.block_size = block_size
+  o.block_size = config_dict.placeholder(int) if block_size is None else block_size
   # SynCon's synthetic weights (syncon_jax/weighting.py).
   o.weighting = arg.weighting
   o.synthetic_weight = 0.5  # 'fixed': the weight; 'learned', 'hypernet': the initial weight
@@ -57,7 +71,7 @@ def objective_config(arg: ml_collections.ConfigDict, *, block_size: int | None, 
   o.stats_decay = 0.95  # per-class running statistics of the embeddings
   o.agreement_temperature = 0.1  # the 'soft' agreement score's softmax temperature
   o.spread_k = 2.0  # 'within': at most k real standard deviations below the real mean cosine
-  o.probation_steps = max(1, total_steps // 3)  # 'auto': real-only steps that measure agreement
+  o.probation_steps = total_steps // 3  # 'auto': real-only steps that measure agreement
   o.auto_score = "nearest"  # 'auto': which agreement score becomes the weight
   o.probation_ssl_weight = 1.0  # 'auto': SimCLR on synthetic images during probation
   # triplet (syncon_jax/objectives/triplet.py). Batch-hard: Hermans et al. 2017's mining, which
@@ -95,7 +109,9 @@ def momentum_config(
   o.moco_symmetric = True  # both views as queries (MoCo's CIFAR demo); False: MoCo v2 as published
   o.byol_tau_base = 0.996  # BYOL's tau at step 0, cosine to 1 at total_steps
   o.neighbor_source = "queue"  # byol_nn: 'queue' (NNCLR: own embeddings) | 'table' (a file)
-  o.neighbors_file = None  # byol_nn 'table': tools/nearest_neighbors' npz for the real train split
+  o.neighbors_file = optional(
+    str
+  )  # byol_nn 'table': tools/nearest_neighbors' npz for the real train split
   o.neighbor_k = 1  # 'table': use the k nearest, one drawn uniformly per image and step
   o.nn_approach = "probabilistic"  # byol_nn: 'probabilistic' | 'weighted' (the seed's two)
   o.nn_prob = 0.5  # 'probabilistic': chance that a target is the neighbour's
@@ -134,14 +150,18 @@ def paper_config(
 
   c.data = ml_collections.ConfigDict()
   c.data.name = data_name
-  c.data.data_dir = None  # TFDS data directory, local or gs:// (None: ~/tensorflow_datasets)
-  c.data.manual_dir = None  # manually downloaded sets (Birdsnap, FGVC-Aircraft, CIFAKE)
+  c.data.data_dir = optional(
+    str
+  )  # TFDS data directory, local or gs:// (None: ~/tensorflow_datasets)
+  c.data.manual_dir = optional(str)  # manually downloaded sets (Birdsnap, FGVC-Aircraft, CIFAKE)
   c.data.download = False  # let a TFDS source download and prepare itself
-  c.data.train_split = None  # None: the source's default (e.g. train+validation for Flowers)
-  c.data.test_split = None
+  c.data.train_split = optional(
+    str
+  )  # None: the source's default (e.g. train+validation for Flowers)
+  c.data.test_split = optional(str)
   c.data.lazy = False  # True: keep files/bytes, decode the rows of each batch on access
-  c.data.decode_threads = None  # None: min(8, cores)
-  c.data.synthetic_dir = None  # <dir>/<class name>/*.png, for supcon_syn and syncon
+  c.data.decode_threads = optional(int)  # None: min(8, cores)
+  c.data.synthetic_dir = optional(str)  # <dir>/<class name>/*.png, for supcon_syn and syncon
   c.data.synthetic_per_real = 1
   c.data.image_size = image_size
   c.data.mean = mean
@@ -173,14 +193,16 @@ def paper_config(
 
   # Paper batches (1024 real + 1024 synthetic, 2 views: 4096 rows) stream the similarity
   # matrix in blocks, so memory grows linearly in the global batch (benchmarks/README.md).
-  c.objective = objective_config(arg, block_size=1024, total_steps=c.total_steps)
+  c.objective = objective_config(arg, block_size=1024, total_steps=c.get_ref("total_steps"))
 
   c.optimizer = ml_collections.ConfigDict()
   c.optimizer.name = "lars"
   c.optimizer.learning_rate = 0.3 * c.batch_size / 256  # SimCLR's LARS scaling rule
   c.optimizer.momentum = 0.9
   c.optimizer.weight_decay = 1e-6
-  c.optimizer.warmup_steps = math.ceil(warmup_epochs * num_train / c.batch_size)
+  # warmup_epochs of the run, as a share of total_steps so that a shorter run keeps it in
+  # proportion (a reference: it follows --config.total_steps).
+  c.optimizer.warmup_steps = c.get_ref("total_steps") * warmup_epochs // epochs
   c.optimizer.schedule = "cosine"
 
   # BYOL's linear evaluation: every train label, an L2-regularised multinomial logistic
@@ -213,7 +235,6 @@ def paper_config(
     c.eval.labels_per_class = 10
     c.eval.heldout_fraction = 0.3
     c.eval.batch_size = 64
-    c.objective.probation_steps = max(1, c.total_steps // 3)
   if arg.objective in BYOL_OBJECTIVES and not c.runlocal:
     c.model.proj_hidden_dim = 4096  # BYOL's projector: 4096 -> 256
     c.model.proj_dim = 256

@@ -40,8 +40,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   c.data = ml_collections.ConfigDict()
   c.data.name = "digits"
-  c.data.data_dir = None
-  c.data.manual_dir = None
+  c.data.data_dir = common.optional(str)
+  c.data.manual_dir = common.optional(str)
   c.data.synthetic_dir = "runs/synthetic_digits"
   c.data.synthetic_per_real = 1
   # What tools/render_digits draws into synthetic_dir (make demo, make experiment): the classes
@@ -79,14 +79,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.model.bn_momentum = 0.9
 
   # Small batches: the dense [views, views] similarity matrix is cheapest.
-  c.objective = common.objective_config(arg, block_size=None, total_steps=c.total_steps)
+  c.objective = common.objective_config(arg, block_size=None, total_steps=c.get_ref("total_steps"))
 
   c.optimizer = ml_collections.ConfigDict()
   c.optimizer.name = "sgd"  # sgd | lars | adamw
   c.optimizer.learning_rate = 0.5  # peak, for batch_size real images
   c.optimizer.momentum = 0.9
   c.optimizer.weight_decay = 1e-4
-  c.optimizer.warmup_steps = 20
+  # A fifteenth of the run (20 of 300 steps); a reference, so it follows --config.total_steps.
+  c.optimizer.warmup_steps = c.get_ref("total_steps") // 15
   c.optimizer.schedule = "cosine"
 
   c.eval = ml_collections.ConfigDict()
@@ -139,7 +140,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.model.proj_hidden_dim = 16
     c.model.proj_dim = 8
     c.optimizer.warmup_steps = 2
-    c.objective.probation_steps = c.total_steps // 3
   common.momentum_config(
     c, queue_size=64 if c.runlocal else 512, predictor_hidden_dim=16 if c.runlocal else 256
   )

@@ -2,15 +2,18 @@ r"""SynCon on Oxford Flowers-102 (TFDS oxford_flowers102), ResNet-50 at 224 px f
 
 The data comes from TFDS (train+validation: 2,040 images to train on, test: 6,149):
 
-  tfds build oxford_flowers102 --data_dir=~/tensorflow_datasets   # or --config.data.download=True
+  $TFDS: the TFDS data folder, e.g. ~/tensorflow_datasets or gs://tfds-data/datasets; add
+  --config.data.download=True to the first command below to download and prepare it there once.
 
 Run (synthetic images: <dir>/<flower name>/*.png, names as TFDS has them, e.g. "pink primrose"):
 
   python -m syncon_jax.main --config=configs/flowers102.py --workdir=$RUNS/flowers_syncon \
-    --config.data.synthetic_dir=/data/flowers_dalle [--config.data.data_dir=gs://BUCKET/tfds]
-  python -m syncon_jax.linear_eval --config=configs/flowers102.py --workdir=$RUNS/flowers_syncon
+    --config.data.synthetic_dir=/data/flowers_dalle --config.data.data_dir=$TFDS
+  python -m syncon_jax.linear_eval --config=configs/flowers102.py --workdir=$RUNS/flowers_syncon \
+    --config.data.data_dir=$TFDS
 
-(RUNS: a local folder or a gs:// path.)
+(RUNS: a folder every host sees; gs:// workdirs are not supported yet, mount a bucket with
+gcsfuse and use the mount point.)
 
 Variants, comma separated after the colon:
   objective=supcon|supcon_syn|syncon    (default syncon; supcon needs no synthetic_dir)

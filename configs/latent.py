@@ -19,6 +19,7 @@ label ~93% of the time (raw pixels: ~95%, the digits being easy).
 import ml_collections
 
 from configs import common
+from syncon_jax.errors import ConfigError
 
 DATASETS = ("digits", "cifar10")
 
@@ -26,8 +27,8 @@ DATASETS = ("digits", "cifar10")
 def _data(dataset: str) -> ml_collections.ConfigDict:
   d = ml_collections.ConfigDict()
   d.name = dataset
-  d.data_dir = None
-  d.manual_dir = None
+  d.data_dir = common.optional(str)
+  d.manual_dir = common.optional(str)
   if dataset == "digits":
     d.image_size = 16  # as configs/digits.py: keeps every source pixel of the 8x8 grids
     d.test_fraction = 0.3
@@ -35,15 +36,15 @@ def _data(dataset: str) -> ml_collections.ConfigDict:
   else:
     d.image_size = 32
     d.download = False
-    d.train_split = None
-    d.test_split = None
+    d.train_split = common.optional(str)
+    d.test_split = common.optional(str)
   return d
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   arg = common.parse_arg(arg, model="autodecoder", dataset="digits", runlocal=False)
   if arg.dataset not in DATASETS:
-    raise ValueError(f"Unknown dataset variant {arg.dataset!r}; valid: {list(DATASETS)}")
+    raise ConfigError(f"Unknown dataset variant {arg.dataset!r}; valid: {list(DATASETS)}")
   small = arg.dataset == "digits"
   c = ml_collections.ConfigDict()
   c.seed = 0

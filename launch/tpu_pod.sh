@@ -4,7 +4,8 @@
 # worker joins the run by itself (syncon_jax/main.py detects the TPU VM).
 #
 #   launch/tpu_pod.sh --name=syncon-v4-32 --zone=us-central2-b --accelerator=v4-32 \
-#     --workdir=/mnt/shared/runs/birdsnap -- --config=configs/birdsnap.py
+#     --workdir=/mnt/shared/runs/birdsnap -- --config=configs/birdsnap.py \
+#     --config.data.manual_dir=/mnt/shared/data/birdsnap
 #
 # --workdir must be a directory every worker reaches under the same path (Filestore/NFS, or a
 # bucket mounted with gcsfuse): every process writes its part of each checkpoint there.

@@ -15,6 +15,7 @@ from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
+from absl import logging
 
 from syncon_jax.errors import ConfigError
 
@@ -55,11 +56,22 @@ class Checkpointer:
   def __init__(self, workdir: str, *, keep: int, every_steps: int):
     self.directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
     self.every_steps = every_steps
+    self._pending: int | None = None  # the step of the save in flight
     # The save policy is ours (see `save`): orbax's own interval policy also saves the first step
-    # of a fresh run, which is neither asked for nor useful.
+    # of a fresh run, which is neither asked for nor useful. Saves are asynchronous: the log
+    # line comes from orbax's callback once the checkpoint is complete on disk, not when it starts.
     self._manager = ocp.CheckpointManager(
-      self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=keep)
+      self.directory,
+      options=ocp.CheckpointManagerOptions(
+        max_to_keep=keep,
+        async_options=ocp.AsyncOptions(post_finalization_callback=self._saved),
+      ),
     )
+
+  def _saved(self) -> None:
+    if self._pending is not None and jax.process_index() == 0:
+      logging.info("Saved checkpoint at step %d in %s.", self._pending, self.directory)
+    self._pending = None
 
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
@@ -69,6 +81,9 @@ class Checkpointer:
     if not (last or step % self.every_steps == 0) or step == self._manager.latest_step():
       return False
     args = ocp.args.Composite(**{k: ocp.args.StandardSave(v) for k, v in _items(state).items()})
+    # A new save first waits for the one in flight, whose callback has then run.
+    self._manager.wait_until_finished()
+    self._pending = step
     return self._manager.save(step, args=args, force=True)
 
   def _restore(self, step: int, args):
@@ -114,3 +129,9 @@ class Checkpointer:
 
   def close(self) -> None:
     self._manager.close()
+
+
+def has_checkpoint(workdir: str) -> bool:
+  """Whether <workdir>/checkpoints holds a finished step; creates nothing (unlike the manager)."""
+  directory = os.path.join(workdir, "checkpoints")
+  return os.path.isdir(directory) and any(name.isdigit() for name in os.listdir(directory))

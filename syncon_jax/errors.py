@@ -7,8 +7,6 @@ without a traceback; everything else propagates with its traceback.
 import contextlib
 import sys
 
-from absl import logging
-
 
 class UserError(Exception):
   """A mistake in the config, the command line or the data the user pointed us at."""
@@ -24,10 +22,13 @@ class DataError(UserError, ValueError):
 
 @contextlib.contextmanager
 def exit_on_user_error():
-  """For program entry points: a UserError is logged, printed as 'error: ...' and exits 2."""
+  """For program entry points: a UserError is printed once as 'error: ...' and exits 2.
+
+  Printed, not logged: absl's handler writes ERROR records to stderr as well, which showed every
+  mistake twice.
+  """
   try:
     yield
   except UserError as e:
-    logging.error("%s", e)
-    print(f"error: {e}", file=sys.stderr)
+    print(f"error: {e}", file=sys.stderr, flush=True)
     sys.exit(2)

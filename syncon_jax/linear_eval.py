@@ -15,11 +15,11 @@ import os
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import app, flags
+from absl import flags
 from flax import nnx
 from ml_collections import config_flags
 
-from syncon_jax import checkpoint, data, metrics
+from syncon_jax import checkpoint, cli, data, metrics, validate
 from syncon_jax.errors import ConfigError, exit_on_user_error
 from syncon_jax.evaluators import linear_probe
 from syncon_jax.train import check_workdir_compatible, init_model, preprocess
@@ -28,9 +28,17 @@ from syncon_jax.train import check_workdir_compatible, init_model, preprocess
 def _define_flags() -> None:
   # Defined only when run as a program, so that other entry points (tools/experiment.py) can
   # import evaluate() beside their own --config and --workdir.
-  config_flags.DEFINE_config_file("config", "configs/digits.py", "The training config.")
+  config_flags.DEFINE_config_file(
+    "config", "configs/digits.py", f"The training run's config. {cli.CONFIG_HELP}"
+  )
   flags.DEFINE_string("workdir", "runs/demo", "The training run's workdir.")
   flags.DEFINE_integer("step", None, "Checkpoint step to evaluate (default: the latest).")
+  flags.DEFINE_bool(
+    "dry_run",
+    False,
+    "Resolve and check the config and the workdir's checkpoints, print the resolved config and "
+    "exit 0 without loading data; exit 2 on a mistake.",
+  )
 
 
 @nnx.jit
@@ -76,6 +84,8 @@ def restore_encoder(model, workdir: str, step: int | None, config) -> int:
 
 def evaluate(config, workdir: str, step: int | None = None) -> dict:
   """Runs the three probes and writes <workdir>/linear_eval.json; returns its contents."""
+  # Before the data loads (seconds to minutes): a workdir without a checkpoint is a mistake.
+  validate.check_workdir(workdir, must_hold_checkpoints=True)
   train, test, class_names = data.load_real(config.data)
   ec = config.eval
   labelled = linear_probe.few_label_indices(train.labels, ec.labels_per_class, ec.probe_seed)
@@ -123,8 +133,13 @@ def evaluate(config, workdir: str, step: int | None = None) -> dict:
 
 def main(argv) -> None:
   if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    cli.fail(f"unexpected arguments {argv[1:]}: flags take the form --name=value (see --helpshort)")
   metrics.quiet_library_logs()
+  if flags.FLAGS.dry_run:
+    with exit_on_user_error():
+      validate.check_config(flags.FLAGS.config, workdir=flags.FLAGS.workdir, for_eval=True)
+    cli.print_config(flags.FLAGS.config)
+    return
   with exit_on_user_error():
     out = evaluate(flags.FLAGS.config, flags.FLAGS.workdir, flags.FLAGS.step)
   print(
@@ -135,5 +150,4 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
-  _define_flags()
-  app.run(main)
+  cli.run(main, _define_flags)

@@ -1,5 +1,17 @@
 r"""Pretrains an encoder: python -m syncon_jax.main --config=configs/digits.py --workdir=runs/demo
 
+  --config=FILE[:VARIANTS]   a config file, variants after a colon, comma separated:
+                             configs/digits.py:objective=supcon_syn,runlocal (each config's
+                             docstring lists its variants)
+  --config.KEY=VALUE         overrides any key, e.g. --config.objective.temperature=0.07,
+                             --config.data.synthetic_dir=/data/syn (keys: the config file and
+                             configs/common.py; DESIGN.md "Configs")
+  --dry_run                  resolve and check the config, print it, train nothing
+
+Objectives (--config.objective.name, or objective= as a variant) and SynCon's weighting schemes
+(objective.weighting) are listed under --config in --helpshort; README.md explains each.
+
+A stopped run resumes from <workdir>/checkpoints when the same command runs again.
 Run the same command on every host of a TPU pod or GPU cluster; see launch/ and the README section "Scaling out".
 The process joins a multi-process run when the flags --coordinator_address, --num_processes and
 --process_id ask for one, under SLURM with more than one task (srun), or on a Cloud TPU VM.
@@ -11,10 +23,10 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
-from absl import app, flags, logging
+from absl import flags, logging
 from ml_collections import config_flags
 
-from syncon_jax import metrics
+from syncon_jax import cli, metrics
 from syncon_jax.errors import ConfigError, exit_on_user_error
 
 FLAGS = flags.FLAGS
@@ -23,8 +35,23 @@ FLAGS = flags.FLAGS
 def define_flags() -> None:
   """The command line. Defined only when this module runs as the program, so that importing it
   (tests do) defines no absl flags to clash with linear_eval's --config and --workdir."""
-  config_flags.DEFINE_config_file("config", "configs/digits.py", "Training config.")
-  flags.DEFINE_string("workdir", "runs/demo", "Where checkpoints, logs and metrics go.")
+  from syncon_jax import objectives, weighting
+
+  config_flags.DEFINE_config_file(
+    "config",
+    "configs/digits.py",
+    f"{cli.CONFIG_HELP} Objectives: {', '.join(sorted(objectives.OBJECTIVES))}. Weighting "
+    f"schemes (syncon): {', '.join(sorted(weighting.SCHEMES))}.",
+  )
+  flags.DEFINE_string(
+    "workdir", "runs/demo", "Where checkpoints, logs and metrics go (a POSIX path every host sees)."
+  )
+  flags.DEFINE_bool(
+    "dry_run",
+    False,
+    "Resolve the config (file, variants, overrides), check every name and path, print the "
+    "resolved config and exit 0 without loading data or compiling; exit 2 on a mistake.",
+  )
   flags.DEFINE_string(
     "coordinator_address", None, "host:port of process 0, for multi-process runs."
   )
@@ -132,8 +159,17 @@ def initialize_distributed(
 
 def main(argv) -> None:
   if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    cli.fail(f"unexpected arguments {argv[1:]}: flags take the form --name=value (see --helpshort)")
   metrics.quiet_library_logs()
+  if FLAGS.dry_run:
+    from syncon_jax import validate
+
+    with exit_on_user_error():
+      validate.check_config(FLAGS.config, workdir=FLAGS.workdir)
+    for sentence in validate.phase_warnings(FLAGS.config):
+      print(f"warning: {sentence}", file=sys.stderr)
+    cli.print_config(FLAGS.config)
+    return
   # TensorFlow (tf.data, TFDS) must never grab the accelerators JAX trains on.
   if "tensorflow" in sys.modules:
     sys.modules["tensorflow"].config.set_visible_devices([], "GPU")
@@ -145,5 +181,4 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
-  define_flags()
-  app.run(main)
+  cli.run(main, define_flags)

@@ -25,7 +25,7 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from syncon_jax import augment, checkpoint, data, metrics, models, objectives
+from syncon_jax import augment, checkpoint, data, metrics, models, objectives, validate
 from syncon_jax.data import folders, sampler
 from syncon_jax.errors import ConfigError
 
@@ -395,9 +395,9 @@ def flatten_metrics(step_metrics: dict, class_names) -> dict[str, float]:
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
   """Trains config.total_steps steps, resuming from the latest checkpoint in workdir."""
   objective = objectives.get_objective(config.objective.name)
-  check_batch_size(config)
+  validate.check_config(config, workdir=workdir)
+  validate.warn_phases(config)
   check_workdir_compatible(workdir, config)
-  _write_config(workdir, config)
 
   train, class_names, synthetic = load_data(config, objective.uses_synthetic)
   s = config.data.synthetic_per_real if synthetic is not None else 0
@@ -443,13 +443,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     logging.info("Restored checkpoint at step %d from %s.", latest, ckpt.directory)
   else:
     logging.info("No checkpoint in %s: starting from step 0.", ckpt.directory)
+  # Written once the data and the state are known to load, so a run that fails on its input
+  # leaves no workdir behind that looks like a run.
+  _write_config(workdir, config)
 
   step_fn = jax.jit(
     make_train_step(graphdef, tx, config),
     donate_argnums=(0,),
     out_shardings=(replicated, replicated),
   )
-  writer = metrics.MetricWriter(workdir)
+  writer = metrics.MetricWriter(workdir, start_step=int(jax.device_get(state.step)))
   is_syncon = config.objective.name == "syncon"
   start = int(jax.device_get(state.step))
   total = config.total_steps
@@ -514,8 +517,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
             f"Loss is {row['loss']} at step {done}; the last good checkpoint is kept in "
             f"{ckpt.directory}. Lower optimizer.learning_rate or check the data."
           )
-      if ckpt.save(done, state, last=done == total):
-        logging.info("Saved checkpoint at step %d.", done)
+      # Saves run in the background; the checkpointer logs each one once it is complete.
+      ckpt.save(done, state, last=done == total)
   finally:
     prefetch.shutdown(cancel_futures=True)
     # A run that stops for any reason still finalises the checkpoint it was writing.

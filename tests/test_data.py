@@ -144,7 +144,10 @@ def test_name_normalisation():
   assert (
     n("Black_footed albatross") == n("black-footed-albatross") == n(" BLACK  footed__Albatross ")
   )
-  assert n("black footed albatross") != n("blackfooted albatross")
+  # Separators are ignored, not unified: a folder cannot hold the '/' of "F-16A/B".
+  assert n("F-16A/B") == n("F-16AB") == n("f16ab") == n("F 16A_B")
+  assert n("black footed albatross") == n("blackfooted albatross")
+  assert n("747-100") != n("747-200") and n("F/A-18") != n("F-16A/B")
 
 
 def test_prompt_ids_minus_one_without_metadata(tmp_path):

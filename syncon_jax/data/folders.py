@@ -5,8 +5,9 @@ Folder contract (DESIGN.md):
     <root>/<class name>/<image>.{png,jpg,jpeg,webp}
     <root>/metadata.jsonl        optional: {"file", "class", "prompt", "seed", ...} per line
 
-Class folders are matched to the real class names after normalising case, spaces, '_' and '-'
-(`normalize_class_name`), so "Black_footed albatross" finds "black-footed-albatross". Every
+Class folders are matched to the real class names ignoring case, spaces, '_', '-' and '/'
+(`normalize_class_name`), so "Black_footed albatross" finds "black-footed-albatross" and the
+folder "F-16AB" finds FGVC-Aircraft's "F-16A/B" (a '/' cannot be in a folder name). Every
 image is decoded with Pillow, converted to RGB and resized (bilinear, aspect ratio not kept) to
 image_size x image_size. The same reading code serves the rendered digits and a user's
 DALL-E folder for Birdsnap.
@@ -65,12 +66,13 @@ class SyntheticSet(NamedTuple):
 
 
 def normalize_class_name(name: str) -> str:
-  """Lower case, with every run of spaces, '_', '-' and '/' made one '_' (ends stripped).
+  """The matching key of a class or folder name: lower case, with every space, '_', '-' and '/'
+  removed (README: "ignoring case, spaces, `_`, `-` and `/`").
 
-  '/' counts as a separator because class names such as FGVC-Aircraft's "F/A-18" cannot be
-  folder names as they are.
+  Removed rather than unified, so that a folder written without a separator a class name has
+  still matches it: "F-16AB" for FGVC-Aircraft's "F-16A/B", whose '/' no folder name can hold.
   """
-  return re.sub(r"[\s_\-/]+", "_", name.strip().lower()).strip("_")
+  return re.sub(r"[\s_\-/]+", "", name.lower())
 
 
 def _is_image(file_name: str) -> bool:
@@ -100,7 +102,7 @@ def _match_folders(root: str, folders: list[str], class_names: Sequence[str]) ->
     if key in by_norm:
       raise DataError(
         f"Class names {class_names[by_norm[key]]!r} and {name!r} are the same after "
-        "normalising case, spaces, '_' and '-'; folders could not be matched to them."
+        "ignoring case, spaces, '_', '-' and '/'; folders could not be matched to them."
       )
     by_norm[key] = index
   matched: dict[str, int] = {}
@@ -126,7 +128,7 @@ def _match_folders(root: str, folders: list[str], class_names: Sequence[str]) ->
       lines.append(f"  {folder!r}: nearest class names {hint}")
     raise DataError(
       f"{len(unmatched)} folder(s) in {root!r} match no class of the data set "
-      f"({len(class_names)} classes, matched after normalising case, spaces, '_' and '-'):\n"
+      f"({len(class_names)} classes, matched ignoring case, spaces, '_', '-' and '/'):\n"
       + "\n".join(lines)
     )
   return matched

@@ -58,14 +58,14 @@ def import_tfds():
   return tfds
 
 
-def _how_to_get(name: str, data_dir: str | None) -> str:
-  target = data_dir or "~/tensorflow_datasets"
+def _how_to_get(name: str, data_dir_root: str) -> str:
+  """data_dir_root: the TFDS root (what data.data_dir names), not the versioned subfolder."""
   return (
-    f"Prepare it once with `tfds build {name} --data_dir={target}` (needs internet; some sets "
-    f"ask for a manual download, see https://www.tensorflow.org/datasets/catalog/{name}), "
-    f"or set --config.data.download=True to let the run prepare it, or point "
-    f"--config.data.data_dir at a directory that holds a prepared copy (e.g. "
-    f"gs://tfds-data/datasets, or your bucket)."
+    f"Rerun with --config.data.download=True --config.data.data_dir={data_dir_root} to let the "
+    f"run download and prepare it there once (needs internet; some sets ask for a manual "
+    f"download, see https://www.tensorflow.org/datasets/catalog/{name}), or point "
+    f"--config.data.data_dir at the root folder of a prepared copy (the one holding {name}/, "
+    f"e.g. gs://tfds-data/datasets or your bucket)."
   )
 
 
@@ -80,7 +80,7 @@ def _read_split(tfds, builder, split: str, name: str) -> tuple[list[bytes], np.n
   except AssertionError as e:  # TFDS's way of saying "not prepared in data_dir"
     raise DataError(
       f"TFDS data set {name!r} was not found in {builder.data_dir!r}. "
-      + _how_to_get(name, builder.data_dir)
+      + _how_to_get(name, builder.data_dir_root)
     ) from e
   except ValueError as e:  # an unknown split name or bad split syntax
     raise ConfigError(f"TFDS data set {name!r}: bad split {split!r} ({e})") from e

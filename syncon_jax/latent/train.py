@@ -215,19 +215,24 @@ def define_flags() -> None:
   """Defined only when this module runs as the program (see syncon_jax/main.py)."""
   from ml_collections import config_flags
 
-  config_flags.DEFINE_config_file("config", "configs/latent.py", "Latent model config.")
+  from syncon_jax import cli
+
+  config_flags.DEFINE_config_file(
+    "config", "configs/latent.py", f"Latent model config. {cli.CONFIG_HELP}"
+  )
   flags.DEFINE_string("workdir", None, "Where config.json, metrics and latents.npz go.")
   flags.mark_flag_as_required("workdir")
 
 
 def main(argv) -> None:
   if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")  # printed as usage, exit 1
   metrics.quiet_library_logs()
   with exit_on_user_error():
     train_and_write(FLAGS.config, FLAGS.workdir)
 
 
 if __name__ == "__main__":
-  define_flags()
-  app.run(main)
+  from syncon_jax import cli
+
+  cli.run(main, define_flags)

@@ -268,41 +268,95 @@ def markdown(summary: dict) -> str:
   return "\n".join(lines) + "\n"
 
 
+def _spread(values: Sequence[float], gap: float) -> list[float]:
+  """Label heights near `values` (same order), at least `gap` apart, order kept."""
+  order = np.argsort(values, kind="stable")
+  out = np.asarray(values, float).copy()
+  for prev, cur in zip(order[:-1], order[1:], strict=True):
+    out[cur] = max(out[cur], out[prev] + gap)
+  return out.tolist()
+
+
 def plot_weights(config, root: str, path: str) -> None:
-  """One panel per weighting scheme: every class's weight over training, every seed."""
+  """One panel per weighting scheme: each class's weight over training in its own colour (the
+  mean over seeds, each seed faint behind it), corrupted classes dashed, and every line named at
+  its end, so that lines ending at the same weight (several at 0 under auto) stay readable."""
   import matplotlib
 
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
 
   corrupted = {str(c) for c in config.experiment.corrupt_classes}
+  kind = experiment_corruptions(config)
   schemes = [m for m in config.experiment.methods if parse_method(m)[1] is not None]
   if not schemes:
     return
-  fig, axes = plt.subplots(1, len(schemes), figsize=(3.2 * len(schemes), 3.0), sharey=True)
+  seeds = list(config.experiment.seeds)
+  fig, axes = plt.subplots(1, len(schemes), figsize=(3.6 * len(schemes), 3.8), sharey=True)
+  colours = plt.get_cmap("tab10")
   for ax, method in zip(np.atleast_1d(axes), schemes, strict=True):
-    for seed in config.experiment.seeds:
-      steps, history = weight_history(os.path.join(root, "runs", method, f"seed{seed}"))
-      for name, w in sorted(history.items()):
-        bad = name in corrupted
-        ax.plot(
-          steps,
-          w,
-          color="tab:red" if bad else "tab:blue",
-          alpha=0.9 if bad else 0.35,
-          linewidth=1.6 if bad else 0.8,
-          label=(f"corrupted ({', '.join(sorted(corrupted))})" if bad else "clean")
-          if seed == config.experiment.seeds[0] and name in (min(corrupted), "0")
-          else None,
-        )
-    ax.set_title(method)
+    runs = [weight_history(os.path.join(root, "runs", method, f"seed{seed}")) for seed in seeds]
+    steps = runs[0][0]
+    names = sorted(runs[0][1], key=lambda n: (len(n), n))
+    ends = {}
+    for i, name in enumerate(names):
+      colour = colours(i % 10)
+      style = "--" if name in corrupted else "-"
+      curves = np.array([history[name][: len(steps)] for _, history in runs])
+      for curve in curves:
+        ax.plot(steps, curve, color=colour, linestyle=style, linewidth=0.6, alpha=0.25)
+      ax.plot(steps, curves.mean(0), color=colour, linestyle=style, linewidth=1.8)
+      ends[name] = float(curves.mean(0)[-1])
+    heights = _spread([ends[n] for n in names], gap=0.055)
+    for i, (name, y) in enumerate(zip(names, heights, strict=True)):
+      label = f"{name} ({kind[name]})" if name in corrupted else name
+      ax.annotate(
+        label,
+        xy=(steps[-1], ends[name]),
+        xytext=(steps[-1] * 1.03, y),
+        color=colours(i % 10),
+        fontsize=7,
+        fontweight="bold" if name in corrupted else "normal",
+        va="center",
+        arrowprops={"arrowstyle": "-", "color": colours(i % 10), "linewidth": 0.4},
+        annotation_clip=False,
+      )
+    ax.set_title(method, fontsize=9)
     ax.set_xlabel("step")
-    ax.set_ylim(-0.03, 1.03)
-  np.atleast_1d(axes)[0].set_ylabel("synthetic weight")
-  np.atleast_1d(axes)[0].legend(loc="upper left", fontsize=7)
+    ax.set_xlim(0, steps[-1] * 1.22)
+    ax.set_ylim(-0.05, 1.12)
+    ax.grid(alpha=0.2)
+  np.atleast_1d(axes)[0].set_ylabel("synthetic weight (mean over seeds)")
+  fig.suptitle(
+    f"Per-class synthetic weights over training, {len(seeds)} seed(s); dashed: corrupted "
+    f"folders ({', '.join(f'{c} {kind[c]}' for c in sorted(corrupted))})",
+    fontsize=9,
+  )
   fig.tight_layout()
-  fig.savefig(path, dpi=120)
+  fig.savefig(path, dpi=130)
   plt.close(fig)
+
+
+def experiment_corruptions(config) -> dict[str, str]:
+  """Class name -> what its synthetic folder holds ('swap' or 'noise'), as render_digits draws it."""
+  classes = [int(c) for c in config.experiment.corrupt_classes]
+  kinds = render_digits.CORRUPTIONS[config.experiment.corruption](classes)
+  return {str(c): kind for c, kind in kinds.items()}
+
+
+def dry_run(config, root: str, make: Callable) -> str:
+  """Builds every run's config and checks its names (objective, weighting, data, model,
+  optimiser); -> the schedule, one line per method. The synthetic folder is not rendered yet, so
+  its path is not checked."""
+  from syncon_jax import validate
+
+  lines = []
+  for method, seeds in schedule(config):
+    c = method_config(make, config, method, seeds[0], os.path.join(root, "synthetic_digits"))
+    c.data.synthetic_dir = os.path.dirname(os.path.abspath(__file__))  # any existing folder
+    validate.check_config(c)
+    lines.append(f"{method}: seeds {list(seeds)}, {c.total_steps} steps each")
+  return "\n".join(lines)
 
 
 def run_experiment(config, root: str, make: Callable | None = None) -> dict:
@@ -346,8 +400,14 @@ def run_experiment(config, root: str, make: Callable | None = None) -> dict:
 
 
 if __name__ == "__main__":
-  _CONFIG = config_flags.DEFINE_config_file("config", "configs/digits.py", "Base config file.")
-  _WORKDIR = flags.DEFINE_string("workdir", "runs/experiment", "Root of the experiment's runs.")
+  from syncon_jax import cli
+
+  def define_flags() -> None:
+    config_flags.DEFINE_config_file("config", "configs/digits.py", "Base config file.")
+    flags.DEFINE_string("workdir", "runs/experiment", "Root of the experiment's runs.")
+    flags.DEFINE_bool(
+      "dry_run", False, "Build and check every run's config, print the schedule, train nothing."
+    )
 
   def main(argv) -> None:
     if len(argv) > 1:
@@ -358,8 +418,11 @@ if __name__ == "__main__":
       make = config_builder(
         config_flags.get_config_filename(flag), config_flags.get_override_values(flag)
       )
-      summary = run_experiment(_CONFIG.value, _WORKDIR.value, make)
+      if flags.FLAGS.dry_run:
+        print(dry_run(flags.FLAGS.config, flags.FLAGS.workdir, make))
+        return
+      summary = run_experiment(flags.FLAGS.config, flags.FLAGS.workdir, make)
     print(markdown(summary))
-    print(f"Report: {os.path.join(_WORKDIR.value, 'report')}")
+    print(f"Report: {os.path.join(flags.FLAGS.workdir, 'report')}")
 
-  app.run(main)
+  cli.run(main, define_flags)

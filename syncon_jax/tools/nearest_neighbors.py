@@ -183,5 +183,6 @@ def main(argv: Sequence[str]) -> None:
 
 
 if __name__ == "__main__":
-  define_flags()
-  app.run(main)
+  from syncon_jax import cli
+
+  cli.run(main, define_flags)

@@ -34,7 +34,6 @@ import functools
 import json
 import os
 import shutil
-import sys
 import tempfile
 from collections.abc import Callable, Sequence
 
@@ -43,7 +42,7 @@ from absl import app, flags
 from PIL import Image, ImageDraw, ImageFont
 
 from syncon_jax.data.digits import CLASS_NAMES, grid_to_image
-from syncon_jax.errors import ConfigError, UserError
+from syncon_jax.errors import ConfigError, exit_on_user_error
 
 SWAP_OFFSET = 5  # swap corruption: class c holds renders of digit (c + SWAP_OFFSET) % 10
 BITMAP = 32  # optdigits bitmap side
@@ -320,7 +319,7 @@ def main(argv: Sequence[str]) -> None:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   if not FLAGS.out:
     raise app.UsageError("--out is required")
-  try:
+  with exit_on_user_error():
     records = render_dataset(
       FLAGS.out,
       per_class=FLAGS.per_class,
@@ -330,10 +329,10 @@ def main(argv: Sequence[str]) -> None:
       corrupt_classes=FLAGS.corrupt_classes,
       corruption=FLAGS.corruption,
     )
-  except UserError as e:
-    sys.exit(f"render_digits: {e}")
   print(f"Wrote {len(records)} images to {FLAGS.out}")
 
 
 if __name__ == "__main__":
-  app.run(main)
+  from syncon_jax import cli
+
+  cli.run(main, lambda: None)

@@ -1,0 +1,290 @@
+"""Every command the documentation shows works as written: README.md, the config docstrings and
+the comments of launch/.
+
+The commands are collected from the text, not listed here, so a command added to the README later
+is covered without editing this file. Each runs the way a user would type it, in a scratch folder
+that looks like the repository root (configs/, launch/, Makefile, .venv are links), with three
+changes that keep the suite fast:
+
+- shortened: `:runlocal` added to every config, `--per_class=4` to render_digits;
+- pointed at tiny data: `$RUNS`, `$TFDS`, `/data/...`, `/shared/...` and `/tmp/...` become
+  folders of the scratch tree, with the manual data sets' official layouts made empty;
+- the digits commands train and evaluate for real; a command on another data set, or one that
+  joins a multi-process run, runs with --dry_run (the whole config resolved and checked, the data
+  paths included, nothing trained), as do tools.experiment and the launch scripts' python.
+
+Each must exit 0. Then the paper-config commands run once more exactly as written, data paths
+untouched: each must stop with the one-line data-missing error (exit 2, no traceback).
+"""
+
+from __future__ import annotations
+
+import ast
+import glob
+import os
+import re
+import shlex
+import stat
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO
+
+DOCS = ["README.md", *sorted(glob.glob("configs/*.py", root_dir=REPO))] + sorted(
+  glob.glob("launch/*.s*", root_dir=REPO)
+)
+# A line is a command when it starts (after VAR=value assignments) with one of these.
+COMMAND = re.compile(
+  r"^(?:[A-Z_]+=\S+\s+)*(python -m syncon_jax\.|python -c .*syncon_jax|make \w|launch/\S+\.sh|"
+  r"sbatch |\.venv/bin/pip install )"
+)
+LINKS = ("configs", "launch", "syncon_jax", "Makefile", "setup.py", "pyproject.toml", ".venv")
+
+
+def doc_text(path: str) -> str:
+  """README as it is; a config's module docstring; a launch script's comment lines."""
+  with open(os.path.join(REPO, path)) as f:
+    text = f.read()
+  if path.endswith(".py"):
+    return ast.get_docstring(ast.parse(text)) or ""
+  if path.startswith("launch/"):
+    return "\n".join(line[1:] for line in text.splitlines() if line.startswith("#"))
+  return text
+
+
+def commands(text: str) -> list[str]:
+  """The shell commands in a text: continuation lines joined, trailing comments dropped, a
+  `for ...; do ... done` loop kept whole."""
+  lines, out, loop = [], [], None
+  for raw in text.replace("\\\n", " ").splitlines():
+    lines.append(re.sub(r"\s+#\s.*$", "", raw).strip())
+  for line in lines:
+    if loop is not None:
+      loop.append(line)
+      if line.startswith("done"):
+        out.append("\n".join(loop))
+        loop = None
+    elif re.match(r"^for \w+ in .*; do$", line):
+      loop = [line]
+    elif COMMAND.match(line):
+      out.append(re.sub(r"\s+", " ", line))
+  return out
+
+
+def all_commands() -> list[tuple[str, int, str]]:
+  return [(doc, i, cmd) for doc in DOCS for i, cmd in enumerate(commands(doc_text(doc)))]
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory) -> str:
+  """A scratch repository root with tiny data in the manual data sets' layouts."""
+  root = tmp_path_factory.mktemp("readme")
+  for name in LINKS:
+    os.symlink(os.path.join(REPO, name), root / name)
+  for folder in (
+    "data/birdsnap",
+    "data/fgvc-aircraft-2013b/data/images",
+    "data/cifake/train/REAL",
+    "data/cifake/test/REAL",
+    "data/birdsnap_dalle",
+    "data/aircraft_dalle",
+    "data/flowers_dalle",
+    "tfds",
+    "bin",
+  ):
+    (root / folder).mkdir(parents=True)
+  # Stand-ins for the cluster tools: gcloud records nothing (tpu_pod.sh runs with --dry-run),
+  # sbatch runs its script, srun runs the python command it is given with --dry_run.
+  fakes = {
+    "gcloud": "exit 0",
+    "sbatch": 'while [[ "$1" == -* ]]; do shift; done; exec bash "$@"',
+    "srun": 'while [[ "$1" == -* ]]; do shift; done; exec "$@" --dry_run',
+  }
+  from syncon_jax.tools import render_digits
+
+  # The digits config's default synthetic folder, for commands that do not render their own.
+  render_digits.render_dataset(
+    str(root / "runs" / "synthetic_digits"), per_class=4, seed=0, image_size=32, prompts_per_class=2
+  )
+  for name, body in fakes.items():
+    path = root / "bin" / name
+    path.write_text(f"#!/usr/bin/env bash\nset -euo pipefail\n{body}\n")
+    path.chmod(path.stat().st_mode | stat.S_IEXEC)
+  return str(root)
+
+
+def localize(cmd: str, root: str, *, data: bool = True) -> str:
+  """Points the command's outputs (and, with data, its inputs) into the scratch root."""
+  cmd = cmd.replace("$RUNS", f"{root}/runs").replace("$TFDS", f"{root}/tfds")
+  cmd = cmd.replace("$RANK", "0")
+  cmd = re.sub(r"(?<=[=\s])/(shared|mnt|tmp)/", f"{root}/\\1/", cmd)
+  if data:
+    cmd = re.sub(r"(?<=[=\s'])/data\b", f"{root}/data", cmd)
+  return cmd
+
+
+def shorten(cmd: str, *, dry: bool) -> str:
+  """`:runlocal` on every config, small renders, --dry_run where the command must not train."""
+
+  def runlocal(m: re.Match) -> str:
+    path, _, variants = m.group(1).partition(":")
+    if path.endswith("common.py"):
+      return m.group(0)
+    return f"--config={path}:{variants + ',' if variants else ''}runlocal"
+
+  cmd = re.sub(r"--config=(\S+)", runlocal, cmd)
+  cmd = re.sub(r"(render_digits)(?=\s)", r"\1 --per_class=4", cmd)
+  if dry:
+    cmd = re.sub(
+      r"(-m syncon_jax\.(?:main|linear_eval|tools\.experiment)\b[^&\n]*?)(\s*&?)$",
+      r"\1 --dry_run\2",
+      cmd,
+      flags=re.M,
+    )
+  return cmd
+
+
+def is_dry(cmd: str) -> bool:
+  """Whether a python command runs with --dry_run: anything but digits, multi-process, the
+  experiment (hours), and the launch scripts (their python is dry in the fake srun)."""
+  if "tools.experiment" in cmd or "--coordinator_address" in cmd:
+    return True
+  configs = re.findall(r"--config=(\S+?)(?::|\s|$)", cmd)
+  return any(not c.endswith(("digits.py", "latent.py")) for c in configs)
+
+
+def run(cmd: str, root: str, timeout: int = 600) -> subprocess.CompletedProcess:
+  env = dict(os.environ)
+  env["PATH"] = os.pathsep.join(
+    [os.path.join(root, "bin"), os.path.dirname(sys.executable), env["PATH"]]
+  )
+  env.update(JAX_PLATFORMS="cpu", SLURM_SUBMIT_DIR=root)
+  return subprocess.run(
+    ["bash", "-c", f"set -euo pipefail\n{cmd}"],
+    cwd=root,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=timeout,
+  )
+
+
+def make_recipe(target_cmd: str, root: str) -> list[str]:
+  """`make X ...` -> the commands make would run (make -n), those of this project only."""
+  r = run(target_cmd.replace("make ", "make -n ", 1), root)
+  assert r.returncode == 0, f"{target_cmd}: {r.stderr}"
+  recipe = r.stdout.replace("\\\n", " ").splitlines()
+  lines = [re.sub(r"\s+", " ", line) for line in recipe if "syncon_jax" in line or "pytest" in line]
+  assert lines, f"{target_cmd} runs none of this project's commands:\n{r.stdout}"
+  return [re.sub(r"^\.venv/bin/python ", "python ", line) for line in lines]
+
+
+def extras() -> set[str]:
+  with open(os.path.join(REPO, "setup.py")) as f:
+    tree = ast.parse(f.read())
+  for node in ast.walk(tree):
+    if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "EXTRAS_REQUIRE":
+      return set(ast.literal_eval(node.value))
+  raise AssertionError("setup.py has no EXTRAS_REQUIRE")
+
+
+def check(cmd: str, root: str) -> None:
+  """Runs one documented command (shortened, local) and asserts it succeeds."""
+  if cmd.startswith(".venv/bin/pip install"):
+    extra = re.search(r"\[(\w+)\]", cmd)
+    assert extra and extra.group(1) in extras(), f"{cmd}: no such extra in setup.py"
+    return
+  if cmd.startswith("make "):
+    if re.match(r"make test\b", cmd):  # this very suite: only check that the target exists
+      make_recipe(cmd, root)
+      return
+    for line in make_recipe(cmd, root):
+      check(line, root)
+    return
+  if re.match(r"^launch/tpu_pod\.sh", cmd):
+    cmd = cmd.replace("launch/tpu_pod.sh", "launch/tpu_pod.sh --dry-run", 1)
+  cmd = localize(cmd, root)
+  cmd = shorten(cmd, dry=is_dry(cmd))
+  r = run(cmd, root)
+  assert r.returncode == 0, f"{cmd}\nexit {r.returncode}\n{r.stderr[-3000:]}"
+  assert "Traceback" not in r.stderr, f"{cmd}\n{r.stderr[-3000:]}"
+
+
+def test_the_docs_hold_the_commands_users_need():
+  found = [cmd for _, _, cmd in all_commands()]
+  text = "\n".join(found)
+  for expected in (
+    "make demo",
+    "make test",
+    "python -m syncon_jax.main --config=configs/digits.py",
+    "python -m syncon_jax.linear_eval",
+    "--config.data.manual_dir=/data/birdsnap",
+    "launch/tpu_pod.sh",
+    "sbatch",
+  ):
+    assert expected in text, f"no documented command contains {expected!r}"
+  # A loop is one command; a continuation line is part of its command.
+  assert any(cmd.startswith("for i in 0 1; do") and "done" in cmd for cmd in found)
+  assert not any(cmd.rstrip().endswith("\\") for cmd in found)
+
+
+@pytest.mark.parametrize("doc", DOCS)
+def test_documented_commands_work(doc, root):
+  """Every command of one document, in order (later ones use what earlier ones wrote)."""
+  cmds = commands(doc_text(doc))
+  for cmd in cmds:
+    check(cmd, root)
+
+
+PAPER = re.compile(r"--config=configs/(birdsnap|aircraft|cifake|cifar10|cifar100|flowers102)\.py")
+
+
+@pytest.mark.skipif(os.path.exists("/data"), reason="this machine has a /data folder")
+def test_paper_commands_as_written_say_what_data_is_missing(root):
+  """The paper configs' commands with their data paths untouched: one clear line, exit 2."""
+  cases = [
+    cmd
+    for _, _, cmd in all_commands()
+    if PAPER.search(cmd) and "syncon_jax.main" in cmd and "/data" in cmd and "for " not in cmd
+  ]
+  assert len(cases) >= 4
+  for cmd in cases:
+    cmd = shorten(localize(cmd, root, data=False), dry=True)
+    r = run(cmd, root)
+    lines = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+    assert r.returncode == 2, f"{cmd}\n{r.stderr[-2000:]}"
+    assert "Traceback" not in r.stderr and len(lines) == 1, r.stderr
+    assert "/data" in lines[0], lines[0]
+
+
+def test_command_collection_rules():
+  text = """
+    make demo     # makes .venv
+    python -m syncon_jax.main --config=configs/digits.py \\
+      --config.seed=1   # a comment
+    WORKDIR=/x CONFIG=y \\
+      sbatch --nodes=4 launch/slurm_gpu.sbatch --config.batch_size=8
+    for i in 0 1; do
+      python -m syncon_jax.main --process_id=$i &
+    done; wait
+    tar xzf birds.tgz
+  """
+  assert commands(text) == [
+    "make demo",
+    "python -m syncon_jax.main --config=configs/digits.py --config.seed=1",
+    "WORKDIR=/x CONFIG=y sbatch --nodes=4 launch/slurm_gpu.sbatch --config.batch_size=8",
+    "for i in 0 1; do\npython -m syncon_jax.main --process_id=$i &\ndone; wait",
+  ]
+  assert shorten("python -m syncon_jax.main --config=configs/digits.py:objective=x", dry=True) == (
+    "python -m syncon_jax.main --config=configs/digits.py:objective=x,runlocal --dry_run"
+  )
+  assert is_dry("python -m syncon_jax.main --config=configs/birdsnap.py")
+  assert not is_dry("python -m syncon_jax.main --config=configs/digits.py:objective=supcon")
+  assert shlex.split(
+    localize("--workdir=/shared/runs/a --config.data.manual_dir=/data/b", "/r")
+  ) == [
+    "--workdir=/r/shared/runs/a",
+    "--config.data.manual_dir=/r/data/b",
+  ]
