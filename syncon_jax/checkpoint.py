@@ -56,20 +56,20 @@ class Checkpointer:
   def __init__(self, workdir: str, *, keep: int, every_steps: int):
     self.directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
     self.every_steps = every_steps
-    self._pending: int | None = None  # the step of the save in flight
+    self._pending: int | None = None  # the step of the save in flight, not yet logged
     # The save policy is ours (see `save`): orbax's own interval policy also saves the first step
-    # of a fresh run, which is neither asked for nor useful. Saves are asynchronous: the log
-    # line comes from orbax's callback once the checkpoint is complete on disk, not when it starts.
+    # of a fresh run, which is neither asked for nor useful.
     self._manager = ocp.CheckpointManager(
-      self.directory,
-      options=ocp.CheckpointManagerOptions(
-        max_to_keep=keep,
-        async_options=ocp.AsyncOptions(post_finalization_callback=self._saved),
-      ),
+      self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=keep)
     )
 
-  def _saved(self) -> None:
-    if self._pending is not None and jax.process_index() == 0:
+  def poll(self) -> None:
+    """Logs the save in flight once it is complete on disk. Saves are asynchronous, so this is
+    not when `save` returns; orbax's post-finalisation callback also runs before the step's
+    folder gets its final name, so the log waits for the manager to report no save running."""
+    if self._pending is None or self._manager.is_saving_in_progress():
+      return
+    if jax.process_index() == 0:
       logging.info("Saved checkpoint at step %d in %s.", self._pending, self.directory)
     self._pending = None
 
@@ -81,8 +81,8 @@ class Checkpointer:
     if not (last or step % self.every_steps == 0) or step == self._manager.latest_step():
       return False
     args = ocp.args.Composite(**{k: ocp.args.StandardSave(v) for k, v in _items(state).items()})
-    # A new save first waits for the one in flight, whose callback has then run.
-    self._manager.wait_until_finished()
+    # A new save first waits for the one in flight.
+    self.wait()
     self._pending = step
     return self._manager.save(step, args=args, force=True)
 
@@ -126,6 +126,7 @@ class Checkpointer:
 
   def wait(self) -> None:
     self._manager.wait_until_finished()
+    self.poll()
 
   def close(self) -> None:
     self._manager.close()

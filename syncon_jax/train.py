@@ -500,6 +500,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
           for name, w in write_synthetic_weights(workdir, state, class_names, config).items():
             row[f"synthetic_weight/{name}"] = w
         writer.write(done, row)
+        ckpt.poll()  # a save that finished since the last log line is reported now
         eta = (total - done) / max(rate, 1e-9)
         logging.info(
           "step %d/%d  loss %.4f  lr %.4g  %.1f img/s (%.1f views/s)  elapsed %.0fs  ETA %.0fs",

@@ -137,6 +137,20 @@ def test_tfds_flowers_names_and_split_override(tfds_mock):
   assert SPLITS_SEEN == [("oxford_flowers102", "train"), ("oxford_flowers102", "validation")]
 
 
+def test_tfds_download_reaches_the_network(tmp_path, monkeypatch):
+  """data.download=True gets as far as fetching the files (it died on a missing dependency,
+  importlib_resources, before any network access); the download itself is stood in for."""
+  tfds = tfds_sources.import_tfds()
+
+  def offline(self, *args, **kwargs):
+    raise RuntimeError("offline stand-in for the download")
+
+  monkeypatch.setattr(tfds.download.DownloadManager, "download_and_extract", offline)
+  monkeypatch.setattr(tfds.download.DownloadManager, "download", offline)
+  with pytest.raises(RuntimeError, match="offline stand-in"):
+    tfds_sources.load("cifar10", image_size=8, data_dir=str(tmp_path), download=True)
+
+
 def test_tfds_missing_data_says_where_and_how(tmp_path):
   tfds_sources.import_tfds()
   with pytest.raises(DataError) as e:
