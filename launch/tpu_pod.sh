@@ -5,7 +5,8 @@
 #
 #   launch/tpu_pod.sh --name=syncon-v4-32 --zone=us-central2-b --accelerator=v4-32 \
 #     --workdir=/mnt/shared/runs/birdsnap -- --config=configs/birdsnap.py \
-#     --config.data.manual_dir=/mnt/shared/data/birdsnap
+#     --config.data.manual_dir=/mnt/shared/data/birdsnap \
+#     --config.data.synthetic_dir=/mnt/shared/data/birdsnap_dalle
 #
 # --workdir must be a directory every worker reaches under the same path (Filestore/NFS, or a
 # bucket mounted with gcsfuse): every process writes its part of each checkpoint there.

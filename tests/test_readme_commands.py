@@ -86,8 +86,6 @@ def root(tmp_path_factory) -> str:
   for folder in (
     "data/birdsnap",
     "data/fgvc-aircraft-2013b/data/images",
-    "data/cifake/train/REAL",
-    "data/cifake/test/REAL",
     "data/birdsnap_dalle",
     "data/aircraft_dalle",
     "data/flowers_dalle",
@@ -97,12 +95,25 @@ def root(tmp_path_factory) -> str:
     (root / folder).mkdir(parents=True)
   # Stand-ins for the cluster tools: gcloud records nothing (tpu_pod.sh runs with --dry-run),
   # sbatch runs its script, srun runs the python command it is given with --dry_run.
+  # git answers tpu_pod.sh's questions about the checkout (the scratch root is none).
   fakes = {
     "gcloud": "exit 0",
+    "git": 'case "$*" in *"remote get-url"*) echo https://example.com/x.git ;; '
+    '*rev-parse*) echo 0123abcd ;; esac',
     "sbatch": 'while [[ "$1" == -* ]]; do shift; done; exec bash "$@"',
     "srun": 'while [[ "$1" == -* ]]; do shift; done; exec "$@" --dry_run',
   }
+  from PIL import Image
+
   from syncon_jax.tools import render_digits
+
+  # CIFAKE's file naming: "<n>.jpg" is an airplane, "<n> (k).jpg" class k.
+  for split in ("train", "test"):
+    for source in ("REAL", "FAKE"):
+      folder = root / "data" / "cifake" / split / source
+      folder.mkdir(parents=True, exist_ok=True)
+      for name in ("1.jpg", "1 (2).jpg"):
+        Image.new("RGB", (32, 32), (200, 40, 40)).save(folder / name)
 
   # The digits config's default synthetic folder, for commands that do not render their own.
   render_digits.render_dataset(
@@ -117,9 +128,9 @@ def root(tmp_path_factory) -> str:
 
 def localize(cmd: str, root: str, *, data: bool = True) -> str:
   """Points the command's outputs (and, with data, its inputs) into the scratch root."""
+  cmd = re.sub(r"(?<=[=\s])/(shared|mnt|tmp)/", f"{root}/\\1/", cmd)
   cmd = cmd.replace("$RUNS", f"{root}/runs").replace("$TFDS", f"{root}/tfds")
   cmd = cmd.replace("$RANK", "0")
-  cmd = re.sub(r"(?<=[=\s])/(shared|mnt|tmp)/", f"{root}/\\1/", cmd)
   if data:
     cmd = re.sub(r"(?<=[=\s'])/data\b", f"{root}/data", cmd)
   return cmd
@@ -146,13 +157,27 @@ def shorten(cmd: str, *, dry: bool) -> str:
   return cmd
 
 
+# The digits objectives trained for real so far in this session: each compiles its own step
+# (~20 s on CI), so a second command of the same objective is checked with --dry_run.
+TRAINED: set[str] = set()
+
+
 def is_dry(cmd: str) -> bool:
   """Whether a python command runs with --dry_run: anything but digits, multi-process, the
-  experiment (hours), and the launch scripts (their python is dry in the fake srun)."""
+  experiment (hours), a digits objective already trained once, and the launch scripts (their
+  python is dry in the fake srun)."""
   if "tools.experiment" in cmd or "--coordinator_address" in cmd:
     return True
   configs = re.findall(r"--config=(\S+?)(?::|\s|$)", cmd)
-  return any(not c.endswith(("digits.py", "latent.py")) for c in configs)
+  if any(not c.endswith(("digits.py", "latent.py")) for c in configs):
+    return True
+  if "syncon_jax.main" in cmd:
+    objective = re.search(r"--config=\S+?:\S*?objective=(\w+)", cmd)
+    objective = objective.group(1) if objective else "syncon"
+    if objective in TRAINED:
+      return True
+    TRAINED.add(objective)
+  return False
 
 
 def run(cmd: str, root: str, timeout: int = 600) -> subprocess.CompletedProcess:
@@ -208,6 +233,12 @@ def check(cmd: str, root: str) -> None:
   cmd = localize(cmd, root)
   cmd = shorten(cmd, dry=is_dry(cmd))
   r = run(cmd, root)
+  workdir = re.search(r"--workdir=(\S+)", cmd)
+  untrained = workdir and not os.path.isdir(os.path.join(root, workdir.group(1), "checkpoints"))
+  if "syncon_jax.linear_eval" in cmd and untrained:
+    # The run before it was a dry run: the probe must say so and stop, not fail otherwise.
+    assert r.returncode == 2 and "holds no checkpoint" in r.stderr, f"{cmd}\n{r.stderr[-3000:]}"
+    return
   assert r.returncode == 0, f"{cmd}\nexit {r.returncode}\n{r.stderr[-3000:]}"
   assert "Traceback" not in r.stderr, f"{cmd}\n{r.stderr[-3000:]}"
 
@@ -281,7 +312,9 @@ def test_command_collection_rules():
     "python -m syncon_jax.main --config=configs/digits.py:objective=x,runlocal --dry_run"
   )
   assert is_dry("python -m syncon_jax.main --config=configs/birdsnap.py")
-  assert not is_dry("python -m syncon_jax.main --config=configs/digits.py:objective=supcon")
+  assert not is_dry("python -m syncon_jax.main --config=configs/digits.py:objective=triplet")
+  assert is_dry("python -m syncon_jax.main --config=configs/digits.py:objective=triplet")
+  TRAINED.discard("triplet")
   assert shlex.split(
     localize("--workdir=/shared/runs/a --config.data.manual_dir=/data/b", "/r")
   ) == [
