@@ -99,7 +99,7 @@ class DiffusersBackend:
       raise ConfigError(f"--model {model!r} is not a folder (a saved diffusers pipeline).")
     try:
       pipe = diffusers.AutoPipelineForText2Image.from_pretrained(
-        os.path.expanduser(model) if local else model, torch_dtype=getattr(torch, dtype)
+        os.path.expanduser(model) if local else model, dtype=getattr(torch, dtype)
       )
       pipe = pipe.to(self.device)
     except Exception as e:  # diffusers raises OSError, ValueError, KeyError, EnvironmentError...

@@ -273,11 +273,13 @@ def generate(
     missing = [t for t, where, _ in pending if where is None]
     made = {}
     if missing:
-      names = [t.file for t in missing]
-      images = backend.generate(missing[0].prompt, [t.seed for t in missing], names)
+      # The whole group, even where some images exist: a batch of other composition could
+      # round differently, and the rerun must make the bytes the uninterrupted run made.
+      names = [t.file for t in group]
+      images = backend.generate(group[0].prompt, [t.seed for t in group], names)
       made = dict(zip(names, images, strict=True))
     for task, where, plan_entry in pending:
-      image = made.get(task.file)
+      image = made.get(task.file) if where is None else None
       if image is None:  # written by a killed run before its line: read it back
         with Image.open(os.path.join(o.out, where)) as img:
           image = img.convert("RGB")
