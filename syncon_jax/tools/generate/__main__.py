@@ -7,7 +7,7 @@ import dataclasses
 from absl import app, flags
 from ml_collections import config_flags
 
-from syncon_jax.errors import exit_on_user_error
+from syncon_jax.errors import ConfigError, exit_on_user_error
 from syncon_jax.tools.generate.run import BACKENDS, Options, generate
 
 _D = Options()  # every default lives in Options
@@ -52,8 +52,6 @@ def main(argv) -> None:
   with exit_on_user_error():
     config = _CONFIG.value
     if config is None:
-      from syncon_jax.errors import ConfigError
-
       raise ConfigError("--config is required (e.g. configs/flowers102.py).")
     generate(config.data, Options(**values))
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -208,7 +207,3 @@ def check_folders_distinct(class_names: Sequence[str]) -> None:
         "spaces, '_', '-' and '/'."
       )
     seen[key] = name
-
-
-def relpath(path: str, root: str) -> str:
-  return os.path.relpath(path, root).replace(os.sep, "/")
