@@ -274,9 +274,12 @@ class FakeImagesAPI(http.server.ThreadingHTTPServer):
   """Serves POST /v1/images/generations; `script` lists what the next requests get:
   'ok', 'timeout' (answers after the client gave up), 429, 500, 401, 'garbage', 'no_image'."""
 
-  def __init__(self, script):
+  def __init__(self, script, delay=0.0):
     self.script = list(script)
     self.requests = []
+    self.delay = delay  # seconds each answer takes
+    self.in_flight = self.most_in_flight = 0
+    self.lock = threading.Lock()
     super().__init__(("127.0.0.1", 0), _Handler)
 
   @property
@@ -291,8 +294,14 @@ class _Handler(http.server.BaseHTTPRequestHandler):
   def do_POST(self):
     server = self.server
     body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-    server.requests.append((self.path, self.headers["Authorization"], body))
-    action = server.script.pop(0) if server.script else "ok"
+    with server.lock:
+      server.requests.append((self.path, self.headers["Authorization"], body))
+      action = server.script.pop(0) if server.script else "ok"
+      server.in_flight += 1
+      server.most_in_flight = max(server.most_in_flight, server.in_flight)
+    time.sleep(server.delay)
+    with server.lock:
+      server.in_flight -= 1
     if action == "timeout":
       time.sleep(0.5)  # the client's timeout is 0.2 s
       action = "ok"
@@ -323,8 +332,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 def fake_api():
   servers = []
 
-  def start(script):
-    server = FakeImagesAPI(script)
+  def start(script, delay=0.0):
+    server = FakeImagesAPI(script, delay)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     servers.append(server)
     return server
@@ -388,6 +397,18 @@ def test_openai_backend_gives_up_naming_the_image(fake_api, tmp_path):
   with pytest.raises(UserError, match=r"image '3/0000_0000.png'.*refused: HTTP 401"):
     run.generate(config, options, backend=_openai(server, sleeps, max_retries=2))
   assert len(server.requests) == 4  # a refused key is not retried
+
+
+def test_openai_requests_run_concurrently_and_land_in_plan_order(fake_api, tmp_path):
+  server = fake_api([500, 429], delay=0.1)
+  sleeps = []
+  out = tmp_path / "syn"
+  options = _options(out, "dall-e-2", backend="openai", images_per_class=3, workers=4)
+  run.generate(digits_config.get_config().data, options, backend=_openai(server, sleeps))
+  assert server.most_in_flight > 1 and len(server.requests) == 11  # 9 images, 2 retried
+  plan = [f"{c}/{p:04d}_0000.png" for c in CLASSES for p in range(3)]
+  assert [m["file"] for m in _metadata(out)] == plan
+  assert sorted(f for f in _tree(out) if f.endswith(".png")) == sorted(plan)
 
 
 # --- bad input: one line, exit 2 ---

@@ -8,6 +8,8 @@ uninterrupted run did (and, on a deterministic device, the same bytes).
 
 from __future__ import annotations
 
+import collections
+import concurrent.futures
 import dataclasses
 import itertools
 import json
@@ -69,6 +71,7 @@ class Options:
   api_quality: str | None = None
   request_timeout: float = 120.0
   max_retries: int = 5
+  workers: int = 1  # groups made at once, in threads: concurrent requests to the images API
   retry_delay: float = 2.0  # seconds before the first retry; doubles each time
   filter_model: str | None = None  # a CLIP model: keep an image when CLIP recognises its class
   log_every_s: float = 10.0
@@ -114,8 +117,10 @@ def _check(o: Options) -> None:
     raise ConfigError("--model is required (a diffusers pipeline folder or hub id, or dall-e-3).")
   if o.backend not in BACKENDS:
     raise ConfigError(f"Unknown --backend {o.backend!r}; valid: {sorted(BACKENDS)}")
-  if o.batch_size < 1 or o.prompts_per_class < 0 or o.guidance_scale < 0:
-    raise ConfigError("--batch_size must be >= 1, --prompts_per_class and --guidance_scale >= 0.")
+  if o.batch_size < 1 or o.workers < 1 or o.prompts_per_class < 0 or o.guidance_scale < 0:
+    raise ConfigError(
+      "--batch_size and --workers must be >= 1, --prompts_per_class and --guidance_scale >= 0."
+    )
   if o.image_size is not None and o.image_size < 1:
     raise ConfigError(f"--image_size must be positive, got {o.image_size}")
   if os.path.exists(o.out) and not os.path.isdir(o.out):
@@ -165,6 +170,45 @@ class _Progress:
       rate,
       _format_seconds(eta) if np.isfinite(eta) else "?",
     )
+
+
+def _make_group(backend: backends.Backend, group: list[Task], pending) -> dict[str, Image.Image]:
+  """{file: image} for a group with a missing image, else {}.
+
+  The whole group is made, even where some images exist: a batch of another composition could
+  round differently, and a rerun must make the bytes the uninterrupted run made.
+  """
+  if all(where is not None for _, where, _ in pending):
+    return {}
+  names = [t.file for t in group]
+  images = backend.generate(group[0].prompt, [t.seed for t in group], names)
+  return dict(zip(names, images, strict=True))
+
+
+def _made_in_order(backend: backends.Backend, work: list, workers: int):
+  """Yields (group, pending, {file: image}) in plan order, making up to `workers` groups at once
+  (threads: for the images API, whose requests wait on the network). An error surfaces when
+  its group's turn comes, after every earlier group was yielded (and written)."""
+  if workers <= 1:
+    for group, pending in work:
+      yield group, pending, _make_group(backend, group, pending)
+    return
+  pool = concurrent.futures.ThreadPoolExecutor(workers)
+  try:
+    queue: collections.deque = collections.deque()
+    items = iter(work)
+    for group, pending in itertools.islice(items, 2 * workers):
+      queue.append((group, pending, pool.submit(_make_group, backend, group, pending)))
+    while queue:
+      group, pending, future = queue.popleft()
+      made = future.result()
+      for next_group, next_pending in itertools.islice(items, 1):
+        queue.append(
+          (next_group, next_pending, pool.submit(_make_group, backend, next_group, next_pending))
+        )
+      yield group, pending, made
+  finally:
+    pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _planned_entry(task: Task, about: dict[str, Any], seeded: bool, filter_name) -> dict:
@@ -255,29 +299,23 @@ def generate(
     about["model"],
   )
 
+  work = []  # (group, its tasks still to finish as (task, where it is or None, line))
   for group in _groups(plan, backend.batch_size):
-    found = []  # per task: the path (relative to out) where its image already is, or None
-    for task in group:
-      found.append(next((f for f in _locations(task.file) if _exists(o.out, f)), None))
-    planned = [_planned_entry(t, about, backend.seeded, filter_name) for t in group]
     pending = []
-    for task, where, plan_entry in zip(group, found, planned, strict=True):
+    for task in group:
+      where = next((f for f in _locations(task.file) if _exists(o.out, f)), None)
+      planned = _planned_entry(task, about, backend.seeded, filter_name)
       entry = log.get(where) if where else None
       if entry is not None:
-        _verify(entry, plan_entry, o.out)
+        _verify(entry, planned, o.out)
       else:
-        pending.append((task, where, plan_entry))
-    if not pending:
+        pending.append((task, where, planned))
+    if pending:
+      work.append((group, pending))
+    else:
       progress.update(0, len(group))
-      continue
-    missing = [t for t, where, _ in pending if where is None]
-    made = {}
-    if missing:
-      # The whole group, even where some images exist: a batch of other composition could
-      # round differently, and the rerun must make the bytes the uninterrupted run made.
-      names = [t.file for t in group]
-      images = backend.generate(group[0].prompt, [t.seed for t in group], names)
-      made = dict(zip(names, images, strict=True))
+
+  for group, pending, made in _made_in_order(backend, work, o.workers):
     for task, where, plan_entry in pending:
       image = made.get(task.file) if where is None else None
       if image is None:  # written by a killed run before its line: read it back
@@ -296,7 +334,8 @@ def generate(
         os.makedirs(os.path.dirname(os.path.join(o.out, target)), exist_ok=True)
         os.replace(os.path.join(o.out, where), os.path.join(o.out, target))
       log.append({"file": target, **plan_entry, **extra})
-    progress.update(len(missing), len(group) - len(missing))
+    n_made = sum(where is None for _, where, _ in pending)
+    progress.update(n_made, len(group) - n_made)
   progress.update(0, 0, final=True)
 
   order = []
