@@ -471,6 +471,19 @@ def test_bad_input_is_a_user_error(models, tiny_backend, tmp_path, monkeypatch):
   assert len(_metadata(out)) == 12
 
 
+def test_dry_run_checks_the_inputs_and_writes_nothing(models, tmp_path, capsys, monkeypatch):
+  config = digits_config.get_config().data
+  out = tmp_path / "syn"
+  assert run.generate(config, _options(out, models[0], dry_run=True)) == {}
+  assert "Would make 12 of 12 images (3 classes x 4, 0 already there)" in capsys.readouterr().out
+  assert not os.path.exists(out)
+  with pytest.raises(ConfigError, match="is not a folder"):
+    run.generate(config, _options(out, str(tmp_path / "absent"), dry_run=True))
+  monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+  with pytest.raises(UserError, match="OPENAI_API_KEY"):
+    run.generate(config, _options(out, "dall-e-3", backend="openai", dry_run=True))
+
+
 def test_class_names_are_the_trainers(tmp_path):
   assert (
     classes.from_config(digits_config.get_config().data)

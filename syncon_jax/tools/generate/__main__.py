@@ -41,6 +41,7 @@ flags.DEFINE_integer("max_retries", _D.max_retries, "openai: retries per image."
 flags.DEFINE_integer("workers", _D.workers, "openai: concurrent requests (threads).")
 flags.DEFINE_float("retry_delay", _D.retry_delay, "openai: first backoff in s (doubles).")
 flags.DEFINE_string("filter_model", _D.filter_model, "CLIP model for the zero-shot filter.")
+flags.DEFINE_bool("dry_run", _D.dry_run, "Check the inputs, print the plan, make nothing.")
 flags.DEFINE_float("log_every_s", _D.log_every_s, "Seconds between progress lines.")
 
 

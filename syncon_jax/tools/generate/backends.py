@@ -45,6 +45,16 @@ class Backend(Protocol):
     """What every metadata line records about how the image was made."""
 
 
+def local_path(model: str, flag: str, what: str) -> str | None:
+  """The folder `model` names, None for a hub id; ConfigError for a path that is no folder."""
+  if not (model.startswith((".", "/", "~")) or os.path.exists(model)):
+    return None
+  path = os.path.expanduser(model)
+  if not os.path.isdir(path):
+    raise ConfigError(f"{flag} {model!r} is not a folder ({what}).")
+  return path
+
+
 def _first_line(e: BaseException) -> str:
   text = str(e).strip().splitlines()
   return f"{type(e).__name__}: {text[0] if text else ''}"
@@ -94,13 +104,9 @@ class DiffusersBackend:
     dtype = dtype or ("float16" if self.device.startswith("cuda") else "float32")
     if dtype not in ("float16", "bfloat16", "float32"):
       raise ConfigError(f"--dtype must be float16, bfloat16 or float32, got {dtype!r}")
-    local = model.startswith((".", "/", "~")) or os.path.exists(model)
-    if local and not os.path.isdir(os.path.expanduser(model)):
-      raise ConfigError(f"--model {model!r} is not a folder (a saved diffusers pipeline).")
+    path = local_path(model, "--model", "a saved diffusers pipeline") or model
     try:
-      pipe = diffusers.AutoPipelineForText2Image.from_pretrained(
-        os.path.expanduser(model) if local else model, dtype=getattr(torch, dtype)
-      )
+      pipe = diffusers.AutoPipelineForText2Image.from_pretrained(path, dtype=getattr(torch, dtype))
       pipe = pipe.to(self.device)
     except Exception as e:  # diffusers raises OSError, ValueError, KeyError, EnvironmentError...
       raise UserError(f"Cannot load --model {model!r} with diffusers: {_first_line(e)}") from e

@@ -9,14 +9,13 @@ transformers' CLIPModel loads (a local folder or a hub id) serves.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 
 import numpy as np
 from PIL import Image
 
 from syncon_jax.errors import ConfigError, UserError
-from syncon_jax.tools.generate.backends import INSTALL_HINT, _first_line
+from syncon_jax.tools.generate.backends import INSTALL_HINT, _first_line, local_path
 
 
 def _pooled(output):
@@ -40,10 +39,7 @@ class ZeroShotFilter:
       raise ConfigError("The zero-shot filter needs at least two classes to choose between.")
     transformers.utils.logging.disable_progress_bar()
     transformers.utils.logging.set_verbosity_error()
-    local = model.startswith((".", "/", "~")) or os.path.exists(model)
-    if local and not os.path.isdir(os.path.expanduser(model)):
-      raise ConfigError(f"--filter_model {model!r} is not a folder (a saved CLIP model).")
-    path = os.path.expanduser(model) if local else model
+    path = local_path(model, "--filter_model", "a saved CLIP model") or model
     self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     try:
       self.model = transformers.CLIPModel.from_pretrained(path).to(self.device).eval()

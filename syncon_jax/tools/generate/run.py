@@ -75,6 +75,7 @@ class Options:
   retry_delay: float = 2.0  # seconds before the first retry; doubles each time
   filter_model: str | None = None  # a CLIP model: keep an image when CLIP recognises its class
   log_every_s: float = 10.0
+  dry_run: bool = False  # check the inputs and print the plan; load no model, write nothing
 
 
 def _make_diffusers(o: Options) -> backends.Backend:
@@ -268,6 +269,9 @@ def generate(
     per_class.append(p[: o.prompts_per_class] if o.prompts_per_class else p)
   plan = prompts.make_plan(selected, per_class, o.images_per_class, o.seed)
 
+  if o.dry_run:
+    _print_plan(o, plan, selected, per_class)
+    return {}
   if backend is None:
     backend = BACKENDS[o.backend](o)
   zero_shot = None
@@ -343,6 +347,23 @@ def generate(
     order.extend(_locations(task.file))
   log.rewrite(order)
   return _summarise(o.out, plan, log, selected, made_per_class, zero_shot is not None)
+
+
+def _print_plan(o: Options, plan, selected, per_class) -> None:
+  """What a run would make (--dry_run), after checking what can be checked without a model."""
+  if o.backend == "openai":
+    BACKENDS["openai"](o)  # checks the key; sends nothing
+  else:
+    backends.local_path(o.model, "--model", "a saved diffusers pipeline")
+  if o.filter_model:
+    backends.local_path(o.filter_model, "--filter_model", "a saved CLIP model")
+  there = sum(os.path.isfile(os.path.join(o.out, t.file)) for t in plan)
+  print(
+    f"Would make {len(plan) - there} of {len(plan)} images ({len(selected)} classes x "
+    f"{o.images_per_class}, {there} already there) in {o.out} with {o.backend} {o.model}.\n"
+    f"First class {selected[0]!r}, {len(per_class[0])} prompt(s): {per_class[0][0]!r} ...",
+    flush=True,
+  )
 
 
 def _exists(out: str, file: str) -> bool:
