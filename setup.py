@@ -23,8 +23,17 @@ INSTALL_REQUIRES = [
     "tensorflow-datasets==4.9.10",
 ]
 
+# The synthetic-set generator (syncon_jax/tools/generate): local text-to-image pipelines with
+# diffusers on torch, and transformers for their text encoders and the CLIP filter. torch is
+# pinned exactly: a CPU-only machine that holds the CPU wheel of 2.13.0 takes it, where a looser
+# pin would pull a newer multi-GB CUDA build from PyPI; a GPU machine gets PyPI's CUDA build of
+# 2.13.0 (or keeps a 2.13.0+cuXXX installed before).
+GENERATE = ["torch==2.13.0", "diffusers==0.42.1", "transformers==5.18.0"]
+
 EXTRAS_REQUIRE = {
+    "generate": GENERATE,
     "test": [
+        *GENERATE,  # tests/test_generate.py runs a tiny pipeline
         "pytest==9.2.0",
         "pytest-xdist==3.8.0",
         "nbclient==0.11.0",
