@@ -86,6 +86,7 @@ def root(tmp_path_factory) -> str:
   for folder in (
     "data/birdsnap",
     "data/fgvc-aircraft-2013b/data/images",
+    "data/aircraft/fgvc-aircraft-2013b/data/images",
     "data/birdsnap_dalle",
     "data/aircraft_dalle",
     "data/flowers_dalle",
@@ -99,7 +100,7 @@ def root(tmp_path_factory) -> str:
   fakes = {
     "gcloud": "exit 0",
     "git": 'case "$*" in *"remote get-url"*) echo https://example.com/x.git ;; '
-    '*rev-parse*) echo 0123abcd ;; esac',
+    "*rev-parse*) echo 0123abcd ;; esac",
     "sbatch": 'while [[ "$1" == -* ]]; do shift; done; exec bash "$@"',
     "srun": 'while [[ "$1" == -* ]]; do shift; done; exec "$@" --dry_run',
   }
@@ -119,6 +120,12 @@ def root(tmp_path_factory) -> str:
   render_digits.render_dataset(
     str(root / "runs" / "synthetic_digits"), per_class=4, seed=0, image_size=32, prompts_per_class=2
   )
+  for aircraft in ("data", "data/aircraft"):
+    (root / aircraft / "fgvc-aircraft-2013b" / "data" / "variants.txt").write_text(
+      "707-320\nF-16A/B\n"
+    )
+  # What a user writes for a set not prepared here (tools.generate --classes_file).
+  (root / "birdsnap_classes.txt").write_text("Black-footed Albatross\nSooty Albatross\n")
   for name, body in fakes.items():
     path = root / "bin" / name
     path.write_text(f"#!/usr/bin/env bash\nset -euo pipefail\n{body}\n")
@@ -149,7 +156,7 @@ def shorten(cmd: str, *, dry: bool) -> str:
   cmd = re.sub(r"(render_digits)(?=\s)", r"\1 --per_class=4", cmd)
   if dry:
     cmd = re.sub(
-      r"(-m syncon_jax\.(?:main|linear_eval|tools\.experiment)\b[^&\n]*?)(\s*&?)$",
+      r"(-m syncon_jax\.(?:main|linear_eval|tools\.experiment|tools\.generate)\b[^&\n]*?)(\s*&?)$",
       r"\1 --dry_run\2",
       cmd,
       flags=re.M,
@@ -166,7 +173,7 @@ def is_dry(cmd: str) -> bool:
   """Whether a python command runs with --dry_run: anything but digits, multi-process, the
   experiment (hours), a digits objective already trained once, and the launch scripts (their
   python is dry in the fake srun)."""
-  if "tools.experiment" in cmd or "--coordinator_address" in cmd:
+  if any(s in cmd for s in ("tools.experiment", "tools.generate", "--coordinator_address")):
     return True
   configs = re.findall(r"--config=(\S+?)(?::|\s|$)", cmd)
   if any(not c.endswith(("digits.py", "latent.py")) for c in configs):
@@ -185,7 +192,8 @@ def run(cmd: str, root: str, timeout: int = 600) -> subprocess.CompletedProcess:
   env["PATH"] = os.pathsep.join(
     [os.path.join(root, "bin"), os.path.dirname(sys.executable), env["PATH"]]
   )
-  env.update(JAX_PLATFORMS="cpu", SLURM_SUBMIT_DIR=root)
+  # A stand-in key: the images API is never called (tools.generate runs with --dry_run).
+  env.update(JAX_PLATFORMS="cpu", SLURM_SUBMIT_DIR=root, OPENAI_API_KEY="sk-stand-in")
   return subprocess.run(
     ["bash", "-c", f"set -euo pipefail\n{cmd}"],
     cwd=root,
@@ -207,12 +215,13 @@ def make_recipe(target_cmd: str, root: str) -> list[str]:
 
 
 def extras() -> set[str]:
-  with open(os.path.join(REPO, "setup.py")) as f:
-    tree = ast.parse(f.read())
-  for node in ast.walk(tree):
-    if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "EXTRAS_REQUIRE":
-      return set(ast.literal_eval(node.value))
-  raise AssertionError("setup.py has no EXTRAS_REQUIRE")
+  """The extras setup.py declares (it runs with setuptools.setup replaced by a recorder)."""
+  import runpy
+  from unittest import mock
+
+  with mock.patch("setuptools.setup") as setup:
+    runpy.run_path(os.path.join(REPO, "setup.py"))
+  return set(setup.call_args.kwargs["extras_require"])
 
 
 def check(cmd: str, root: str) -> None:
