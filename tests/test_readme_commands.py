@@ -121,9 +121,11 @@ def root(tmp_path_factory) -> str:
     str(root / "runs" / "synthetic_digits"), per_class=4, seed=0, image_size=32, prompts_per_class=2
   )
   for aircraft in ("data", "data/aircraft"):
-    (root / aircraft / "fgvc-aircraft-2013b" / "data" / "variants.txt").write_text(
-      "707-320\nF-16A/B\n"
-    )
+    folder = root / aircraft / "fgvc-aircraft-2013b" / "data"
+    (folder / "variants.txt").write_text("707-320\nF-16A/B\n")
+    for split, image, variant in (("trainval", "0001", "707-320"), ("test", "0002", "F-16A/B")):
+      Image.new("RGB", (48, 40), (90, 90, 90)).save(folder / "images" / f"{image}.jpg")
+      (folder / f"images_variant_{split}.txt").write_text(f"{image} {variant}\n")
   # What a user writes for a set not prepared here (tools.generate --classes_file).
   (root / "birdsnap_classes.txt").write_text("Black-footed Albatross\nSooty Albatross\n")
   for name, body in fakes.items():
