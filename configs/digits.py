@@ -168,6 +168,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.model.proj_dim = 8
     c.optimizer.warmup_steps = 2
     c.objective.probation_steps = c.total_steps // 3
+    c.eval.linear_splits = 1
     c.eval.fewshot_draws = 2
     c.eval.finetune_steps = 4
     c.eval.finetune_batch_size = 16

@@ -168,3 +168,67 @@ def test_real_synthetic_similarity_matches_numpy():
   )
   m = np.sum(unit(unit(real).mean(0)) * unit(unit(syn).mean(0)))
   assert out["domain_mean_cos"] == pytest.approx(m, rel=1e-5)
+
+
+# ------------------------------------------------------------------------------------------------
+# The online probe and health metrics in the train step
+
+
+def test_online_probe_does_not_change_pretraining(synthetic_dir, tmp_path):
+  """Three steps with the online probe and health metrics on, and with both off: the same losses
+  and the same parameters, BatchNorm statistics, optimiser and objective states. The probe learns
+  (its own state moves) and is checkpointed with the rest."""
+  from configs import digits
+  from syncon_jax import checkpoint, train
+  from syncon_jax.data import sampler
+
+  runs = {}
+  for on in (True, False):
+    config = digits.get_config("runlocal")
+    config.data.synthetic_dir = synthetic_dir
+    config.eval.online_probe = on
+    config.eval.online_health = on
+    real, names, syn = train.load_data(config, True)
+    tx, _ = train.make_optimizer(config)
+    s = sampler.BatchSampler(
+      real.labels, syn.labels, num_classes=10, batch_size=16, synthetic_per_real=1, seed=0
+    )
+    graphdef, state = train.create_train_state(config, 10, tx)
+    step = jax.jit(train.make_train_step(graphdef, tx, config))
+    losses, logged = [], []
+    for i in range(3):
+      host = s.host_batch(i, real.images, syn.images, process_index=0, process_count=1)
+      state, m = step(state, {k: np.asarray(v) for k, v in host.items()})
+      losses.append(float(m["loss"]))
+      logged.append(sorted(m))
+    runs[on] = (losses, state, logged[-1])
+  (loss_on, state_on, keys_on), (loss_off, state_off, keys_off) = runs[True], runs[False]
+  np.testing.assert_array_equal(loss_on, loss_off)
+  fields = ("params", "model_state", "opt_state", "objective")
+  for a, b in zip(
+    jax.tree.leaves([getattr(state_on, f) for f in fields]),
+    jax.tree.leaves([getattr(state_off, f) for f in fields]),
+    strict=True,
+  ):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  assert state_off.online == {} and "online_probe/top1" not in keys_off
+  for key in (
+    "online_probe/loss",
+    "online_probe/top1",
+    "health/rankme",
+    "health/feature_std",
+    "health/alignment",
+    "health/uniformity",
+    "health/real_synthetic_cos",
+  ):
+    assert key in keys_on
+  assert np.abs(np.asarray(state_on.online["kernel"])).max() > 0
+
+  # The probe's state survives a checkpoint round trip.
+  ckpt = checkpoint.Checkpointer(str(tmp_path), keep=1, every_steps=1)
+  ckpt.save(3, state_on, last=True)
+  ckpt.wait()
+  template = state_on._replace(online=jax.tree.map(np.zeros_like, state_on.online))
+  restored = ckpt.restore(3, template)
+  ckpt.close()
+  np.testing.assert_array_equal(restored.online["kernel"], state_on.online["kernel"])
