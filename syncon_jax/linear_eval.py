@@ -251,7 +251,8 @@ def evaluate_all(config, workdir: str, step: int | None = None) -> dict:
 
   def run_finetune(rep: str) -> dict:
     if rep == "raw_pixels":
-      shape = (config.data.image_size,) * 2 if ec.finetune_augment else train.images[:1].shape[1:3]
+      size = config.data.image_size
+      shape = (size, size) if ec.finetune_augment else train.images[np.arange(1)].shape[1:3]
       encoder, feat_dim = finetune.PixelEncoder(int(np.prod(shape)) * 3), int(np.prod(shape)) * 3
     else:
       source = model if rep == "encoder" else random_model

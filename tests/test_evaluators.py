@@ -232,3 +232,35 @@ def test_online_probe_does_not_change_pretraining(synthetic_dir, tmp_path):
   restored = ckpt.restore(3, template)
   ckpt.close()
   np.testing.assert_array_equal(restored.online["kernel"], state_on.online["kernel"])
+
+
+def test_finetune_trains_a_linear_layer_on_pixels_and_unknown_protocols_are_refused():
+  """The fine-tuning loop on the cheapest network (a linear layer on pixels): two classes told
+  apart by brightness are learned; an unknown protocol name is a ConfigError naming the valid."""
+  from flax import nnx
+
+  from configs import digits
+  from syncon_jax import linear_eval
+  from syncon_jax.errors import ConfigError
+  from syncon_jax.evaluators import finetune
+  from syncon_jax.train import preprocess
+
+  config = digits.get_config("runlocal")
+  config.data.image_size = 4
+  config.eval.finetune_augment = False
+  config.eval.finetune_steps = 30
+  config.eval.finetune_learning_rate = 0.5
+  config.eval.batch_size = 8
+  rng = np.random.default_rng(0)
+  labels = rng.integers(0, 2, size=40)
+  images = (rng.integers(0, 60, size=(40, 4, 4, 3)) + 150 * labels[:, None, None, None]).astype(
+    np.uint8
+  )
+  net = finetune.Classifier(finetune.PixelEncoder(48), 48, 2, rngs=nnx.Rngs(0))
+  steps = finetune.make_steps(config, preprocess)
+  out = finetune.finetune(net, steps, images[:30], labels[:30], images[30:], labels[30:], config, 2)
+  assert out["top1"] == 1.0 and np.isfinite(out["final_loss"])
+
+  config.eval.protocols = ("linear", "knn_typo")
+  with pytest.raises(ConfigError, match="knn_typo.*valid"):
+    linear_eval.evaluate_all(config, "/nonexistent")
