@@ -25,8 +25,8 @@ Trains on trainval (6,667 images), probes on test (3,333), the copyright banner 
 
 What to compare with: BYOL (Grill et al. 2020) reports 60.6% for a linear probe on
 Aircraft over a ResNet-50 pretrained with BYOL on ImageNet, as mean per-class
-accuracy (following Kornblith et al. 2019); linear_eval reports top-1 over test images
-(close here: the classes are balanced).
+accuracy (following Kornblith et al. 2019); linear_eval.json reports top-1 over test images
+(close here: the classes are balanced), eval.json's `linear` both (headline: mean_per_class).
 This config pretrains on Aircraft only, so expect less; compare the objectives with each other.
 """
 

@@ -213,6 +213,33 @@ def paper_config(
   c.eval.l2_grid = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0)
   c.eval.heldout_fraction = 0.2
   c.eval.batch_size = 512
+  # linear_eval's protocols (syncon_jax/evaluators/protocols.py); see configs/digits.py.
+  c.eval.protocols = ("linear", "linear_few_label", "knn", "fewshot", "finetune")
+  c.eval.linear_splits = 1  # one held-out split: the all-label probe is the expensive one
+  # Flowers102's and Aircraft's linear-probe results are mean per-class accuracy (Kornblith et
+  # al. 2019, BYOL); the others report top-1.
+  c.eval.mean_per_class = data_name in ("oxford_flowers102", "aircraft")
+  c.eval.raw_pixels_size = 32  # the pixel baseline of 224 px photos: 3,072 values, not 150,528
+  c.eval.knn_k = 20  # DINO's weighted kNN
+  c.eval.knn_temperature = 0.07
+  c.eval.fewshot_shots = (1, 5, 10, 25)  # big_vision's fewshot_lsr
+  c.eval.fewshot_draws = 5
+  c.eval.fewshot_l2 = 2.0**10
+  c.eval.fewshot_seed = 0
+  c.eval.finetune_steps = 2000
+  c.eval.finetune_batch_size = 256
+  c.eval.finetune_learning_rate = 0.01
+  c.eval.finetune_momentum = 0.9
+  c.eval.finetune_weight_decay = 5e-4
+  c.eval.finetune_augment = True
+  c.eval.finetune_seed = 0
+  c.eval.health_max_samples = 4096
+  c.eval.health_seed = 0
+  c.eval.map_method = "tsne"
+  c.eval.map_max_points = 3000
+  c.eval.online_probe = True  # logged during pretraining (evaluators/online.py)
+  c.eval.online_probe_learning_rate = 0.1
+  c.eval.online_health = True
 
   if c.runlocal:
     # Minutes on a laptop CPU: a tiny ResNet on 32 px images, a few dozen steps (total_steps
@@ -235,6 +262,10 @@ def paper_config(
     c.eval.labels_per_class = 10
     c.eval.heldout_fraction = 0.3
     c.eval.batch_size = 64
+    c.eval.fewshot_draws = 2
+    c.eval.finetune_steps = 4
+    c.eval.finetune_batch_size = 16
+    c.eval.map_method = "pca"
   if arg.objective in BYOL_OBJECTIVES and not c.runlocal:
     c.model.proj_hidden_dim = 4096  # BYOL's projector: 4096 -> 256
     c.model.proj_dim = 256

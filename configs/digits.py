@@ -96,6 +96,34 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.eval.l2_grid = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)
   c.eval.heldout_fraction = 0.3  # of the labelled images, to choose L2
   c.eval.batch_size = 256
+  # linear_eval's protocols (syncon_jax/evaluators/protocols.py), each on the encoder, raw pixels
+  # and a random encoder; written to <workdir>/eval.json and eval_report.md.
+  c.eval.protocols = ("linear", "linear_few_label", "knn", "fewshot", "finetune")
+  c.eval.linear_splits = 3  # held-out splits that choose the probes' L2
+  c.eval.mean_per_class = False  # headline of `linear`: mean per-class accuracy, not top-1
+  c.eval.raw_pixels_size = 0  # raw-pixel baseline resized to this side (0: as loaded)
+  c.eval.knn_k = 20  # DINO's weighted kNN
+  c.eval.knn_temperature = 0.07
+  c.eval.fewshot_shots = (1, 5, 10, 25)  # big_vision's fewshot_lsr
+  c.eval.fewshot_draws = 5
+  c.eval.fewshot_l2 = 2.0**10  # big_vision's default ridge strength
+  c.eval.fewshot_seed = 0
+  c.eval.finetune_steps = 50  # whole network, a short schedule: 5 epochs of the 1,257 digits
+  c.eval.finetune_batch_size = 128
+  c.eval.finetune_learning_rate = 0.05
+  c.eval.finetune_momentum = 0.9
+  c.eval.finetune_weight_decay = 5e-4
+  c.eval.finetune_augment = True  # config.augment on the labelled images
+  c.eval.finetune_seed = 0
+  c.eval.health_max_samples = 2048  # test (and synthetic) rows the health metrics read
+  c.eval.health_seed = 0
+  c.eval.map_method = "tsne"  # tsne | pca: eval_map.png
+  c.eval.map_max_points = 2000
+  # Logged during pretraining: a linear probe on stop-gradient features (its own SGD) and the
+  # health metrics (evaluators/online.py).
+  c.eval.online_probe = True
+  c.eval.online_probe_learning_rate = 0.1
+  c.eval.online_health = True
 
   # make experiment (syncon_jax/tools/experiment.py): every method x seed on renders with bad
   # classes; methods are objective names, or syncon-<weighting>.
@@ -140,6 +168,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.model.proj_hidden_dim = 16
     c.model.proj_dim = 8
     c.optimizer.warmup_steps = 2
+    c.eval.linear_splits = 1
+    c.eval.fewshot_draws = 2
+    c.eval.finetune_steps = 4
+    c.eval.finetune_batch_size = 16
+    c.eval.map_method = "pca"
   common.momentum_config(
     c, queue_size=64 if c.runlocal else 512, predictor_hidden_dim=16 if c.runlocal else 256
   )

@@ -22,8 +22,9 @@ Variants, comma separated after the colon:
 
 What to compare with: BYOL (Grill et al. 2020) reports 96.1% for a linear probe on
 Flowers over a ResNet-50 pretrained with BYOL on ImageNet, as mean per-class
-accuracy (following Kornblith et al. 2019); linear_eval reports top-1 over test images, which for
-Flowers' unbalanced test set is a different number. This config pretrains on 2,040 flower
+accuracy (following Kornblith et al. 2019); linear_eval.json reports top-1 over test images,
+which for Flowers' unbalanced test set is a different number; eval.json's `linear` reports both
+(headline: mean_per_class). This config pretrains on 2,040 flower
 images only, so expect far less; compare the objectives with each other.
 """
 

@@ -5,7 +5,7 @@ A checkpoint holds one item per top-level model part plus one for the rest of th
   encoder/   {"params", "state"}    the encoder's Param and BatchStat collections
   head/      {"params", "state"}    the projection head's
   predictor/ {"params", "state"}    BYOL's predictor, only when the model has one
-  train/     {"step", "opt_state", "objective"}
+  train/     {"step", "opt_state", "objective"}, and "online" (the online probe) when it is on
 
 so that linear_eval restores `encoder` alone and never reads optimiser state.
 """
@@ -31,6 +31,9 @@ def _items(state) -> dict[str, Any]:
     part: {"params": state.params[part], "state": state.model_state[part]} for part in _parts(state)
   }
   items["train"] = {"step": state.step, "opt_state": state.opt_state, "objective": state.objective}
+  if state.online:
+    # The online probe (eval.online_probe); absent when off, so such checkpoints keep their layout.
+    items["train"]["online"] = state.online
   return items
 
 
@@ -113,6 +116,7 @@ class Checkpointer:
       model_state=_like(template.model_state, {p: r[p]["state"] for p in _parts(template)}),
       opt_state=r["train"]["opt_state"],
       objective=r["train"]["objective"],
+      online=r["train"].get("online", template.online),
     )
 
   def restore_encoder(self, step: int, params_template, state_template):

@@ -1,27 +1,38 @@
-r"""Linear evaluation of a pretrained encoder, read from the run's orbax checkpoints.
+r"""The evaluation of a pretrained encoder, read from the run's orbax checkpoints.
 
   python -m syncon_jax.linear_eval --config=configs/digits.py --workdir=runs/demo [--step=N]
 
 Restores only the encoder, extracts frozen features of the real train and test splits without
-augmentation, fits a few-label multinomial logistic regression (eval.labels_per_class labelled
-train images per class, L2 chosen on held-out parts of them), and writes
-<workdir>/linear_eval.json. Beside it, the same probe on raw pixels and on a randomly initialised
-encoder shows what pretraining bought.
+augmentation, and runs every protocol of eval.protocols (PROTOCOLS below) on three
+representations: the encoder, raw pixels, and a randomly initialised encoder of the same
+architecture, which shows what pretraining bought. Writes
+
+  <workdir>/eval.json         {protocol: {"encoder": top1, "raw_pixels": top1,
+                                "random_encoder": top1, ...details}, "health": ..., "meta": ...}
+  <workdir>/eval_report.md    one page gathering them, with the plots:
+  <workdir>/eval_map.png      a 2-D map (t-SNE) of the encoder's test features, synthetic marked
+  <workdir>/eval_training.png the online probe and health metrics logged during pretraining
+  <workdir>/linear_eval.json  the few-label probe's numbers, as before (compatibility)
+
+`evaluate` alone (what tools/experiment calls per run) runs only the few-label probe and writes
+linear_eval.json.
 """
 
 import json
 import os
+import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import flags
+from absl import flags, logging
 from flax import nnx
 from ml_collections import config_flags
 
-from syncon_jax import checkpoint, cli, data, metrics, validate
+from syncon_jax import augment, checkpoint, cli, data, metrics, validate
+from syncon_jax.data import folders
 from syncon_jax.errors import ConfigError, exit_on_user_error
-from syncon_jax.evaluators import linear_probe
+from syncon_jax.evaluators import embedding_map, finetune, health, linear_probe, protocols, report
 from syncon_jax.train import check_workdir_compatible, init_model, preprocess
 
 
@@ -46,12 +57,14 @@ def _encode(model, x):
   return model.encode(x, train=False)
 
 
-def extract_features(model, images: np.ndarray, config) -> np.ndarray:
-  """Frozen encoder features, no augmentation. images: [N, H, W, 3] uint8 -> [N, feat] float32."""
+def extract_features(model, images, config, n: int | None = None) -> np.ndarray:
+  """Frozen encoder features, no augmentation. images: [N, H, W, 3] uint8 (or anything indexable
+  by an int array, such as lazily decoded images, with n = N) -> [N, feat] float32."""
   bs = config.eval.batch_size
+  n = len(images) if n is None else n
   out = []
-  for i in range(0, len(images), bs):
-    chunk = images[i : i + bs]
+  for i in range(0, n, bs):
+    chunk = np.asarray(images[np.arange(i, min(i + bs, n))])
     # Pad the last chunk to the full batch so the encoder compiles once.
     padded = np.concatenate([chunk, np.zeros((bs - len(chunk), *chunk.shape[1:]), chunk.dtype)])
     x = preprocess(jnp.asarray(padded, jnp.float32) / 255.0, config)
@@ -59,9 +72,14 @@ def extract_features(model, images: np.ndarray, config) -> np.ndarray:
   return np.concatenate(out).astype(np.float32)
 
 
-def raw_pixels(images: np.ndarray) -> np.ndarray:
-  """The pixel baseline's features. images: [N, H, W, C] uint8 -> [N, H*W*C] float32 in [0, 1]."""
-  return images.reshape(len(images), -1).astype(np.float32) / 255.0
+def raw_pixels(images: np.ndarray, size: int = 0) -> np.ndarray:
+  """The pixel baseline's features. images: [N, H, W, C] uint8 -> [N, H*W*C] float32 in [0, 1];
+  size > 0 first resizes to [size, size] (antialiased), so that all-label probes on large photos
+  stay within memory."""
+  x = np.asarray(images, np.float32) / 255.0
+  if size and x.shape[1:3] != (size, size):
+    x = np.asarray(jax.image.resize(x, (len(x), size, size, x.shape[-1]), "linear"))
+  return x.reshape(len(x), -1)
 
 
 def restore_encoder(model, workdir: str, step: int | None, config) -> int:
@@ -112,23 +130,208 @@ def evaluate(config, workdir: str, step: int | None = None) -> dict:
   result = probe(lambda images: extract_features(model, images, config))
   raw_result = probe(raw_pixels)
 
-  out = {
+  out = legacy_json(
+    result, raw_result, random_result, class_names, ec, restored, len(labelled), len(test.labels)
+  )
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, "linear_eval.json"), "w") as f:
+      json.dump(out, f, indent=2)
+  return out
+
+
+def legacy_json(
+  result, raw_result, random_result, class_names, ec, step, num_labelled, num_test
+) -> dict:
+  """The linear_eval.json contract (DESIGN.md) from the three few-label probe results."""
+  return {
     "top1": result["top1"],
     # Recall on each real test class: where a synthetic class helps or hurts shows up here.
     "per_class_top1": dict(zip(class_names, result["per_class_top1"], strict=True)),
     "raw_pixels_top1": raw_result["top1"],
     "random_encoder_top1": random_result["top1"],
     "labels_per_class": int(ec.labels_per_class),
-    "step": int(restored),
-    "num_labelled": int(len(labelled)),
-    "num_test": int(len(test.labels)),
+    "step": int(step),
+    "num_labelled": int(num_labelled),
+    "num_test": int(num_test),
     "num_classes": len(class_names),
     "l2": {"encoder": result["l2"], "raw_pixels": raw_result["l2"], "random": random_result["l2"]},
   }
-  if jax.process_index() == 0:
-    with open(os.path.join(workdir, "linear_eval.json"), "w") as f:
-      json.dump(out, f, indent=2)
+
+
+def _subsample(n: int, most: int, seed: int) -> np.ndarray:
+  """Sorted indices of at most `most` of n rows (all of them when n <= most)."""
+  if n <= most:
+    return np.arange(n)
+  return np.sort(np.random.default_rng(seed).choice(n, size=most, replace=False))
+
+
+def _augmented_pair(images: np.ndarray, config) -> tuple[np.ndarray, np.ndarray]:
+  """Two augmented views (config.augment) of each image, as uint8 [N, S, S, 3] (S =
+  data.image_size), for the alignment metric's positive pairs."""
+  keys = jax.random.split(jax.random.key(config.eval.health_seed), (2, len(images)))
+  views = [
+    np.asarray(
+      jnp.round(
+        255.0
+        * augment.augment_batch(
+          k, jnp.asarray(images), config.augment, out_size=config.data.image_size
+        )
+      )
+    ).astype(np.uint8)
+    for k in keys
+  ]
+  return views[0], views[1]
+
+
+def _health(
+  featurise, feats, test_images, test_labels, train_labels, synthetic, config, num_classes
+) -> dict:
+  """Representation health of each representation on (a subsample of) the test features."""
+  ec = config.eval
+  idx = _subsample(len(test_labels), ec.health_max_samples, ec.health_seed)
+  view_a, view_b = _augmented_pair(np.asarray(test_images[idx]), config)
+  out = {}
+  for rep, f in feats.items():
+    x = f.test[idx]
+    row = {
+      "rankme": float(health.rankme(x)),
+      "rankme_max": int(min(x.shape)),
+      "feature_std": float(health.normalized_std(x)),
+      "feature_std_healthy": float(1 / np.sqrt(x.shape[1])),
+      "alignment": float(health.alignment(featurise[rep](view_a), featurise[rep](view_b))),
+      "uniformity": float(health.uniformity(x)),
+    }
+    if synthetic is not None:
+      syn = featurise[rep](synthetic.images)
+      row.update(
+        health.real_synthetic_similarity(f.train, train_labels, syn, synthetic.labels, num_classes)
+      )
+    out[rep] = row
   return out
+
+
+def _load_synthetic(config, class_names):
+  """A subsample of the synthetic support set (images, labels) for the health statistics and the
+  map, or None without one."""
+  path = config.data.get("synthetic_dir")
+  if not path or not os.path.isdir(path):
+    return None
+  syn = folders.load_synthetic(path, class_names, image_size=config.data.image_size)
+  idx = _subsample(len(syn.labels), config.eval.health_max_samples, config.eval.health_seed)
+  return folders.SyntheticSet(
+    images=np.asarray(syn.images[idx]),
+    labels=np.asarray(syn.labels[idx]),
+    files=[syn.files[i] for i in idx],
+    prompt_ids=np.asarray(syn.prompt_ids[idx]),
+    missing_classes=syn.missing_classes,
+  )
+
+
+def evaluate_all(config, workdir: str, step: int | None = None) -> dict:
+  """Every protocol of eval.protocols, the health metrics, the map and the report; writes
+  eval.json, eval_report.md, eval_map.png, eval_training.png and linear_eval.json into workdir;
+  returns eval.json's contents."""
+  # Before the data loads (seconds to minutes): a workdir without a checkpoint is a mistake.
+  validate.check_workdir(workdir, must_hold_checkpoints=True)
+  ec = config.eval
+  unknown = [p for p in ec.protocols if p not in protocols.PROTOCOLS]
+  if unknown:
+    raise ConfigError(f"Unknown eval.protocols {unknown}; valid: {sorted(protocols.PROTOCOLS)}")
+  train, test, class_names = data.load_real(config.data)
+  n_train, n_test = len(train.labels), len(test.labels)
+  model = nnx.merge(*init_model(config))
+  restored = restore_encoder(model, workdir, step, config)
+  random_model = nnx.merge(*init_model(config))
+  pixel_size = int(ec.raw_pixels_size)
+  featurise = {
+    "encoder": lambda im: extract_features(model, im, config, len(im)),
+    "raw_pixels": lambda im: raw_pixels(np.asarray(im), pixel_size),
+    "random_encoder": lambda im: extract_features(random_model, im, config, len(im)),
+  }
+
+  def all_rows(images, n, f):
+    # In chunks, so lazily decoded data sets are never held whole.
+    bs = int(ec.batch_size)
+    return np.concatenate([f(images[np.arange(i, min(i + bs, n))]) for i in range(0, n, bs)])
+
+  t0 = time.time()
+  feats = {
+    rep: protocols.Features(all_rows(train.images, n_train, f), all_rows(test.images, n_test, f))
+    for rep, f in featurise.items()
+  }
+  logging.info("Features of %d + %d images took %.1fs.", n_train, n_test, time.time() - t0)
+
+  def run_finetune(rep: str) -> dict:
+    if rep == "raw_pixels":
+      size = config.data.image_size
+      shape = (size, size) if ec.finetune_augment else train.images[np.arange(1)].shape[1:3]
+      encoder, feat_dim = finetune.PixelEncoder(int(np.prod(shape)) * 3), int(np.prod(shape)) * 3
+    else:
+      source = model if rep == "encoder" else random_model
+      encoder, feat_dim = nnx.clone(source.encoder), source.feat_dim
+    net = finetune.Classifier(encoder, feat_dim, len(class_names), rngs=nnx.Rngs(ec.finetune_seed))
+    return finetune.finetune(
+      net, steps, train.images, train.labels, test.images, test.labels, config, len(class_names)
+    )
+
+  steps = finetune.make_steps(config, preprocess)
+  ctx = protocols.Context(config, feats, train.labels, test.labels, list(class_names), run_finetune)
+  results = {}
+  for name in ec.protocols:
+    t0 = time.time()
+    results.update(protocols.PROTOCOLS[name](ctx))
+    logging.info("Protocol %s took %.1fs.", name, time.time() - t0)
+  few = results.get("linear_few_label") or protocols.linear_few_label(ctx)["linear_few_label"]
+  few_results = few.pop("_results")
+  synthetic = _load_synthetic(config, class_names)
+  results["health"] = _health(
+    featurise, feats, test.images, test.labels, train.labels, synthetic, config, len(class_names)
+  )
+  results["meta"] = {
+    "step": int(restored),
+    "data": config.data.name,
+    "model": config.model.name,
+    "objective": config.objective.name,
+    "num_train": n_train,
+    "num_test": n_test,
+    "num_classes": len(class_names),
+    "num_synthetic_in_health": 0 if synthetic is None else len(synthetic.labels),
+  }
+  if jax.process_index() == 0:
+    legacy = legacy_json(
+      few_results["encoder"],
+      few_results["raw_pixels"],
+      few_results["random_encoder"],
+      class_names,
+      ec,
+      restored,
+      few["num_labelled"],
+      n_test,
+    )
+    with open(os.path.join(workdir, "linear_eval.json"), "w") as f:
+      json.dump(legacy, f, indent=2)
+    images = {}
+    idx = _subsample(n_test, ec.map_max_points, ec.health_seed)
+    embedding_map.save_map(
+      os.path.join(workdir, "eval_map.png"),
+      feats["encoder"].test[idx],
+      test.labels[idx],
+      class_names,
+      synthetic=None if synthetic is None else featurise["encoder"](synthetic.images),
+      synthetic_labels=None if synthetic is None else synthetic.labels,
+      method=ec.map_method,
+      seed=ec.health_seed,
+      title=f"{ec.map_method} of the encoder's features, step {restored}",
+    )
+    images["2-D map of the test features (dots real, crosses synthetic)"] = "eval_map.png"
+    training_png = os.path.join(workdir, "eval_training.png")
+    if report.save_training_plot(os.path.join(workdir, "metrics.jsonl"), training_png):
+      images["Logged during pretraining (online probe, health)"] = "eval_training.png"
+    with open(os.path.join(workdir, "eval.json"), "w") as f:
+      json.dump(results, f, indent=2)
+    with open(os.path.join(workdir, "eval_report.md"), "w") as f:
+      f.write(report.markdown(results, workdir=workdir, images=images))
+  return results
 
 
 def main(argv) -> None:
@@ -141,12 +344,15 @@ def main(argv) -> None:
     cli.print_config(flags.FLAGS.config)
     return
   with exit_on_user_error():
-    out = evaluate(flags.FLAGS.config, flags.FLAGS.workdir, flags.FLAGS.step)
-  print(
-    f"Linear probe, {out['labels_per_class']} labels per class, step {out['step']}: "
-    f"top-1 {out['top1']:.4f} | raw pixels {out['raw_pixels_top1']:.4f} | "
-    f"random encoder {out['random_encoder_top1']:.4f}  -> {flags.FLAGS.workdir}/linear_eval.json"
-  )
+    out = evaluate_all(flags.FLAGS.config, flags.FLAGS.workdir, flags.FLAGS.step)
+  print(f"Evaluation at step {out['meta']['step']}: top-1 encoder | raw pixels | random encoder")
+  for name, entry in out.items():
+    if name not in ("health", "meta"):
+      print(
+        f"  {name:18s} {entry['encoder']:.4f} | {entry['raw_pixels']:.4f} | "
+        f"{entry['random_encoder']:.4f}"
+      )
+  print(f"-> {flags.FLAGS.workdir}/eval.json, eval_report.md, linear_eval.json")
 
 
 if __name__ == "__main__":

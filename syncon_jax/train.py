@@ -28,6 +28,7 @@ from jax.sharding import PartitionSpec as P
 from syncon_jax import augment, checkpoint, data, metrics, models, objectives, validate
 from syncon_jax.data import folders, sampler
 from syncon_jax.errors import ConfigError
+from syncon_jax.evaluators import online
 
 
 class TrainState(NamedTuple):
@@ -38,6 +39,7 @@ class TrainState(NamedTuple):
   model_state: nnx.State  # everything else in the model (BatchNorm statistics)
   opt_state: optax.OptState
   objective: Any  # the objective's own state (synthetic weights, ...)
+  online: Any = None  # the online linear probe's classifier (evaluators/online.py), {} when off
 
 
 # ----------------------------------------------------------------------------------------------
@@ -130,6 +132,7 @@ def create_train_state(
     model_state=model_state,
     opt_state=tx.init(params),
     objective=objective_state,
+    online=online.init_state(num_classes, feature_dim(config), config.eval),
   )
   return graphdef, jax.device_put(state, sharding) if sharding is not None else state
 
@@ -244,14 +247,20 @@ def make_train_step(graphdef: nnx.GraphDef, tx, config):
         config.objective,
       )
       aux = {**aux, **update_aux}
+    # The online probe and health metrics read the features after the gradients are taken, under
+    # stop_gradient: they cannot change the pretraining.
+    online_state, online_metrics = online.update(
+      state.online, inputs.features, inputs.z, inputs.labels, inputs.synthetic_valid, config.eval
+    )
     new_state = state._replace(
       step=state.step + 1,
       params=params,
       model_state=model_state,
       opt_state=opt_state,
       objective=objective_state,
+      online=online_state,
     )
-    step_metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), **aux}
+    step_metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), **aux, **online_metrics}
     return new_state, step_metrics
 
   return train_step

@@ -125,6 +125,7 @@ def test_workdir_outputs(synthetic_dir, tmp_path):
     "syncon_jax.linear_eval",
     "--config=configs/digits.py:runlocal",
     f"--workdir={workdir}",
+    f"--config.data.synthetic_dir={synthetic_dir}",
   )
   assert r.returncode == 0, r.stderr[-3000:]
   result = json.loads((workdir / "linear_eval.json").read_text())
@@ -132,6 +133,20 @@ def test_workdir_outputs(synthetic_dir, tmp_path):
     assert 0.0 <= result[key] <= 1.0
   assert result["labels_per_class"] == 10 and result["step"] == 12
   assert result["num_labelled"] == 100
+  # ... and every protocol of eval.json, the report and its plots (tests/test_evaluators.py
+  # checks the numbers); the online probe and health metrics were logged during training.
+  results = json.loads((workdir / "eval.json").read_text())
+  names = ["linear", "linear_few_label", "knn", "fewshot_1", "fewshot_5", "fewshot_10"]
+  for name in [*names, "fewshot_25", "finetune"]:
+    for rep in ("encoder", "raw_pixels", "random_encoder"):
+      assert 0.0 <= results[name][rep] <= 1.0, (name, rep)
+  assert results["linear_few_label"]["encoder"] == result["top1"]
+  assert results["health"]["encoder"]["rankme"] >= 1.0 and results["meta"]["step"] == 12
+  assert "synthetic_to_own_prototype" in results["health"]["encoder"]
+  report = (workdir / "eval_report.md").read_text()
+  assert "| knn |" in report and "eval_map.png" in report and "eval_training.png" in report
+  assert (workdir / "eval_map.png").stat().st_size > 0
+  assert {"online_probe/top1", "health/rankme", "health/alignment"} <= set(rows[-1])
 
 
 def _assert_user_error(r, *fragments):
