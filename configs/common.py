@@ -16,6 +16,7 @@ __all__ = [
   "objective_config",
   "paper_config",
   "parse_arg",
+  "vit_config",
 ]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -72,7 +73,20 @@ def objective_config(arg: ml_collections.ConfigDict, *, block_size: int | None, 
   # below about 2 * num_classes / |mean feature|^2, which a wide encoder's features may break.
   o.supervised_learning_rate = 0.1
   o.supervised_label_smoothing = 0.0  # the plain cross-entropy baseline
+  # rotation (syncon_jax/objectives/rotation.py): SGD rate of its 4-way linear classifier.
+  o.rotation_learning_rate = 0.1
   return o
+
+
+def vit_config(c: ml_collections.ConfigDict, *, variant: str) -> None:
+  """Adds the keys model.name='vit' reads (syncon_jax/models/vit.py); ResNets ignore them.
+
+  variant: big_vision's '<size>/<patch>' (Ti, S, B; 'tiny' for tests), e.g. 'S/16' at 224 px.
+  """
+  c.model.variant = variant
+  c.model.pool = "gap"  # 'gap' (mean of the tokens, big_vision's default) | 'cls' (class token)
+  c.model.posemb = "learn"  # 'learn' | 'sincos2d' (fixed, MoCo v3)
+  c.model.image_size = c.data.get_ref("image_size")  # the learned posemb's grid follows the data
 
 
 BYOL_OBJECTIVES = ("byol", "byol_nn")
@@ -214,6 +228,8 @@ def paper_config(
     c.eval.heldout_fraction = 0.3
     c.eval.batch_size = 64
     c.objective.probation_steps = max(1, c.total_steps // 3)
+  # ViT-S/16 on photos; 32 px images (cifar stem) take 4 px patches, 64 tokens.
+  vit_config(c, variant="tiny/4" if c.runlocal else ("S/4" if small else "S/16"))
   if arg.objective in BYOL_OBJECTIVES and not c.runlocal:
     c.model.proj_hidden_dim = 4096  # BYOL's projector: 4096 -> 256
     c.model.proj_dim = 256
