@@ -148,14 +148,15 @@ def paper_config(
 
   c.data = ml_collections.ConfigDict()
   c.data.name = data_name
-  c.data.data_dir = None  # TFDS data directory, local or gs:// (None: ~/tensorflow_datasets)
-  c.data.manual_dir = None  # manually downloaded sets (Birdsnap, FGVC-Aircraft, CIFAKE)
+  # Typed placeholders (None until set): ml_collections refuses --config.data.X=... on a plain None.
+  c.data.data_dir = ml_collections.config_dict.placeholder(str)  # TFDS (~/tensorflow_datasets)
+  c.data.manual_dir = ml_collections.config_dict.placeholder(str)  # Birdsnap, Aircraft, CIFAKE
   c.data.download = False  # let a TFDS source download and prepare itself
   c.data.train_split = None  # None: the source's default (e.g. train+validation for Flowers)
   c.data.test_split = None
   c.data.lazy = False  # True: keep files/bytes, decode the rows of each batch on access
   c.data.decode_threads = None  # None: min(8, cores)
-  c.data.synthetic_dir = None  # <dir>/<class name>/*.png, for supcon_syn and syncon
+  c.data.synthetic_dir = ml_collections.config_dict.placeholder(str)  # <dir>/<class>/*.png
   c.data.synthetic_per_real = 1
   c.data.image_size = image_size
   c.data.mean = mean
