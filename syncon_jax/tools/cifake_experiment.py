@@ -396,17 +396,18 @@ def run_study(config, root: str) -> dict:
     rows["syncon_probe"] = {
       a: interval(syncon_row(config, data, synthetic_dir, root, a)) for a in s.syncon_architectures
     }
-  flat = lambda x: np.asarray(x.images).reshape(len(x.labels), -1).astype(np.float32) / 255.0
-  pixels = _probe(
-    config,
-    flat(data.real_train),
-    data.real_train.labels,
-    flat(data.real_test),
-    data.real_test.labels,
-    n_classes,
-  )
-  # No network: the same number in every column, the floor any encoder should clear.
-  rows["pixels_probe"] = {a: interval([pixels]) for a in s.architectures}
+  if s.pixels_probe:
+    flat = lambda x: np.asarray(x.images).reshape(len(x.labels), -1).astype(np.float32) / 255.0
+    pixels = _probe(
+      config,
+      flat(data.real_train),
+      data.real_train.labels,
+      flat(data.real_test),
+      data.real_test.labels,
+      n_classes,
+    )
+    # No network: the same number in every column, the floor any encoder should clear.
+    rows["pixels_probe"] = {a: interval([pixels]) for a in s.architectures}
   summary = {
     "data": config.data.name,
     "architectures": list(s.architectures),
