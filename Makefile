@@ -9,8 +9,9 @@ SYNTHETIC_DIR ?= runs/synthetic_digits
 CONFIG ?= configs/digits.py
 
 EXPERIMENT_DIR ?= runs/experiment
+CIFAKE_STUDY_DIR ?= runs/cifake_digits
 
-.PHONY: demo test experiment install install-test lint clean
+.PHONY: demo test experiment cifake-study install install-test lint clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -49,3 +50,10 @@ lint: $(VENV)/.installed-test
 
 clean:
 	rm -rf $(VENV) runs
+
+# Train on synthetic, test on real (README "the CIFAKE study"): CNN and ViT classifiers on real,
+# synthetic and both, 5 seeds; detection; the SynCon row. On the digits; report in
+# $(CIFAKE_STUDY_DIR)/report.
+cifake-study: $(VENV)/.installed
+	$(PY) -m syncon_jax.tools.cifake_experiment --config=configs/cifake_study.py \
+	  --workdir=$(CIFAKE_STUDY_DIR)

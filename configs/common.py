@@ -20,6 +20,7 @@ __all__ = [
   "paper_config",
   "optional",
   "parse_arg",
+  "vit_config",
 ]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -86,7 +87,20 @@ def objective_config(arg: ml_collections.ConfigDict, *, block_size: int | None, 
   # below about 2 * num_classes / |mean feature|^2, which a wide encoder's features may break.
   o.supervised_learning_rate = 0.1
   o.supervised_label_smoothing = 0.0  # the plain cross-entropy baseline
+  # rotation (syncon_jax/objectives/rotation.py): SGD rate of its 4-way linear classifier.
+  o.rotation_learning_rate = 0.1
   return o
+
+
+def vit_config(c: ml_collections.ConfigDict, *, variant: str) -> None:
+  """Adds the keys model.name='vit' reads (syncon_jax/models/vit.py); ResNets ignore them.
+
+  variant: big_vision's '<size>/<patch>' (Ti, S, B; 'tiny' for tests), e.g. 'S/16' at 224 px.
+  """
+  c.model.variant = variant
+  c.model.pool = "gap"  # 'gap' (mean of the tokens, big_vision's default) | 'cls' (class token)
+  c.model.posemb = "learn"  # 'learn' | 'sincos2d' (fixed, MoCo v3)
+  c.model.image_size = c.data.get_ref("image_size")  # the learned posemb's grid follows the data
 
 
 BYOL_OBJECTIVES = ("byol", "byol_nn")
@@ -109,9 +123,8 @@ def momentum_config(
   o.moco_symmetric = True  # both views as queries (MoCo's CIFAR demo); False: MoCo v2 as published
   o.byol_tau_base = 0.996  # BYOL's tau at step 0, cosine to 1 at total_steps
   o.neighbor_source = "queue"  # byol_nn: 'queue' (NNCLR: own embeddings) | 'table' (a file)
-  o.neighbors_file = optional(
-    str
-  )  # byol_nn 'table': tools/nearest_neighbors' npz for the real train split
+  # byol_nn 'table': tools/nearest_neighbors' npz for the real train split.
+  o.neighbors_file = optional(str)
   o.neighbor_k = 1  # 'table': use the k nearest, one drawn uniformly per image and step
   o.nn_approach = "probabilistic"  # byol_nn: 'probabilistic' | 'weighted' (the seed's two)
   o.nn_prob = 0.5  # 'probabilistic': chance that a target is the neighbour's
@@ -150,14 +163,12 @@ def paper_config(
 
   c.data = ml_collections.ConfigDict()
   c.data.name = data_name
-  c.data.data_dir = optional(
-    str
-  )  # TFDS data directory, local or gs:// (None: ~/tensorflow_datasets)
+  # TFDS data directory, local or gs:// (None: ~/tensorflow_datasets).
+  c.data.data_dir = optional(str)
   c.data.manual_dir = optional(str)  # manually downloaded sets (Birdsnap, FGVC-Aircraft, CIFAKE)
   c.data.download = False  # let a TFDS source download and prepare itself
-  c.data.train_split = optional(
-    str
-  )  # None: the source's default (e.g. train+validation for Flowers)
+  # None: the source's default (e.g. train+validation for Flowers).
+  c.data.train_split = optional(str)
   c.data.test_split = optional(str)
   c.data.lazy = False  # True: keep files/bytes, decode the rows of each batch on access
   c.data.decode_threads = optional(int)  # None: min(8, cores)
@@ -266,6 +277,8 @@ def paper_config(
     c.eval.finetune_steps = 4
     c.eval.finetune_batch_size = 16
     c.eval.map_method = "pca"
+  # ViT-S/16 on photos; 32 px images (cifar stem) take 4 px patches, 64 tokens.
+  vit_config(c, variant="tiny/4" if c.runlocal else ("S/4" if small else "S/16"))
   if arg.objective in BYOL_OBJECTIVES and not c.runlocal:
     c.model.proj_hidden_dim = 4096  # BYOL's projector: 4096 -> 256
     c.model.proj_dim = 256

@@ -16,10 +16,14 @@ Variants, comma separated after the colon:
                                         --config.objective.neighbor_source=table
                                         --config.objective.neighbors_file=runs/latent_vae/nn.npz
                                         neighbours from a latent model, see syncon_jax/latent)
+  objective=rotation                    rotation prediction (Gidaris et al. 2018) on the real digits
   weighting=auto|fixed|learned|hypernet|proto_sim   (default auto; see syncon_jax/weighting.py)
   runlocal                              a few dozen steps on a tiny model, for tests
 
   python -m syncon_jax.main --config=configs/digits.py:objective=supcon,runlocal --workdir=/tmp/x
+
+Any objective with a ViT encoder instead of the ResNet: --config.model.name=vit (model.variant
+'Ti/4' here, 'tiny/4' under runlocal; model.pool gap|cls; see syncon_jax/models/vit.py).
 """
 
 import ml_collections
@@ -173,6 +177,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.eval.finetune_steps = 4
     c.eval.finetune_batch_size = 16
     c.eval.map_method = "pca"
+  # --config.model.name=vit: 16 px digits in 4 px patches (16 tokens).
+  common.vit_config(c, variant="tiny/4" if c.runlocal else "Ti/4")
   common.momentum_config(
     c, queue_size=64 if c.runlocal else 512, predictor_hidden_dim=16 if c.runlocal else 256
   )

@@ -27,8 +27,10 @@ def _parts(state) -> tuple[str, ...]:
 
 
 def _items(state) -> dict[str, Any]:
+  # A part without non-Param variables (a ViT encoder: no BatchNorm) has no model_state entry.
   items = {
-    part: {"params": state.params[part], "state": state.model_state[part]} for part in _parts(state)
+    part: {"params": state.params[part], "state": state.model_state.get(part, {})}
+    for part in _parts(state)
   }
   items["train"] = {"step": state.step, "opt_state": state.opt_state, "objective": state.objective}
   if state.online:

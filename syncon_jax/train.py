@@ -225,6 +225,7 @@ def make_train_step(graphdef: nnx.GraphDef, tx, config):
         apply=jax.tree_util.Partial(apply),
         neighbor_views=neighbor_views,
         key=objective_key,
+        params=params,
       )
       out = objective.loss(inputs, objective_state, config.objective)
       loss, aux = out[:2]
@@ -350,7 +351,7 @@ def check_workdir_compatible(workdir: str, config, *, encoder_only: bool = False
     return
   with open(path) as f:
     old = json.load(f)
-  checks = {"model": ("name", "stem", "width")}
+  checks = {"model": ("name", "stem", "width", "variant")}
   if not encoder_only:
     checks = {
       "model": checks["model"] + ("proj_dim", "predictor_hidden_dim"),

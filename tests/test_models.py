@@ -68,7 +68,7 @@ def _abstract_forward(model, x, train):
 
 
 @pytest.mark.parametrize("stem", ["cifar", "imagenet"])
-@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("name", sorted(EXPANSION))  # the ResNets; the ViT: tests/test_vit.py
 def test_output_shapes_and_dtypes(name, stem):
   # bfloat16 outputs are checked by test_bfloat16_computes_in_bf16_with_float32_params_and_outputs.
   cfg = model_config(name, stem)

@@ -15,12 +15,29 @@ from flax import nnx
 from syncon_jax.errors import ConfigError
 from syncon_jax.models.heads import LinearClassifier, ProjectionHead
 from syncon_jax.models.resnet import ResNet, resnet18, resnet50, resnet_tiny
+from syncon_jax.models.vit import ViT, vit_from_config
 
-# name -> constructor(*, stem, width, bn_momentum, dtype, rngs) -> ResNet
-MODELS: dict[str, Callable[..., ResNet]] = {
-  "resnet18": resnet18,
-  "resnet50": resnet50,
-  "resnet_tiny": resnet_tiny,
+
+def _resnet(ctor: Callable[..., ResNet]) -> Callable[..., ResNet]:
+  def build(model_config, *, dtype, rngs) -> ResNet:
+    return ctor(
+      stem=model_config.stem,
+      width=model_config.width,
+      bn_momentum=model_config.bn_momentum,
+      dtype=dtype,
+      rngs=rngs,
+    )
+
+  return build
+
+
+# name -> constructor(model_config, *, dtype, rngs) -> encoder with .feat_dim, called
+# encoder(images, train=...) -> [batch, feat_dim] float32. Each reads its own model.* keys.
+MODELS: dict[str, Callable[..., ResNet | ViT]] = {
+  "resnet18": _resnet(resnet18),
+  "resnet50": _resnet(resnet50),
+  "resnet_tiny": _resnet(resnet_tiny),
+  "vit": vit_from_config,  # model.variant ('Ti/16', 'S/16', 'B/16', 'tiny/4'), pool, posemb, image_size
 }
 
 DTYPES: dict[str, jnp.dtype] = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -41,7 +58,7 @@ class ContrastiveModel(nnx.Module):
   """
 
   def __init__(
-    self, encoder: ResNet, head: ProjectionHead, predictor: ProjectionHead | None = None
+    self, encoder: ResNet | ViT, head: ProjectionHead, predictor: ProjectionHead | None = None
   ):
     self.encoder = encoder
     self.head = head
@@ -79,13 +96,7 @@ def create_model(model_config: ml_collections.ConfigDict, *, rngs: nnx.Rngs) -> 
       f"model.dtype={model_config.dtype!r} is not supported; valid: {sorted(DTYPES)}"
     )
   dtype = DTYPES[model_config.dtype]
-  encoder = MODELS[name](
-    stem=model_config.stem,
-    width=model_config.width,
-    bn_momentum=model_config.bn_momentum,
-    dtype=dtype,
-    rngs=rngs,
-  )
+  encoder = MODELS[name](model_config, dtype=dtype, rngs=rngs)
   head = ProjectionHead(
     encoder.feat_dim,
     model_config.proj_hidden_dim,
@@ -115,5 +126,6 @@ __all__ = [
   "LinearClassifier",
   "ProjectionHead",
   "ResNet",
+  "ViT",
   "create_model",
 ]

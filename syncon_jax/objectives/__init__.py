@@ -58,6 +58,8 @@ class StepInputs(NamedTuple):
   Set for `update` only (None in `loss`):
   online_params: the model's Param state after this step's optimiser update.
   carry: the third value `loss` returned, or None.
+  params: the model's Param state that `loss` is differentiated in, so that
+    `apply(params, other_images)` trains the model (rotation prediction); set in both.
   """
 
   z: jax.Array
@@ -73,6 +75,7 @@ class StepInputs(NamedTuple):
   key: jax.Array | None = None
   online_params: Any = None
   carry: Any = None
+  params: Any = None
 
 
 class Objective(NamedTuple):
@@ -88,6 +91,7 @@ def _registry() -> dict[str, Objective]:
   from syncon_jax.objectives import (
     byol,
     moco,
+    rotation,
     simclr,
     stablerep,
     supcon,
@@ -112,6 +116,7 @@ def _registry() -> dict[str, Objective]:
     "moco": Objective(False, moco.init_state, moco.loss, moco.update, moco.init_target),
     "byol": Objective(False, byol.init_state, byol.loss, byol.update, byol.init_target),
     "byol_nn": Objective(False, byol.init_state_nn, byol.loss_nn, byol.update, byol.init_target_nn),
+    "rotation": Objective(False, rotation.init_state, rotation.loss, rotation.update),
   }
 
 

@@ -1,0 +1,85 @@
+"""Rotation prediction (Gidaris, Singh & Komodakis 2018, "Unsupervised representation learning
+by predicting image rotations"): the self-supervised pretext task of the lecture.
+
+Every augmented view of every real image (slot 0 of `inputs.views`) is rotated by 0, 90, 180
+and 270 degrees; the encoder embeds all four and a 4-way linear classifier on the encoder
+features (the representation the probes read, not the projection head) must tell which
+rotation it sees. Labels are free, so the real labels are unused, and no synthetic images are
+loaded.
+
+The rotated images go through the model by `inputs.apply(inputs.params, ...)`, the model under
+the parameters being differentiated, so the loss trains the encoder. All four rotations share
+one forward pass, so BatchNorm normalises them with the same batch statistics (a rotation must
+not be told apart by which pass it went through); those statistics are dropped, and the running
+statistics come from the trainer's own pass on the unrotated views. That pass also feeds
+`inputs.features`, which this loss does not read (a cost of sharing the one trainer: one extra
+forward of the unrotated views).
+
+The classifier (kernel [feat_dim, 4], bias [4]) is this objective's state, trained like the
+supervised baseline's by plain SGD in `update` at objective.rotation_learning_rate.
+"""
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from syncon_jax import losses
+from syncon_jax.errors import ConfigError
+
+NUM_ROTATIONS = 4
+
+
+def init_state(num_classes: int, feat_dim: int, config) -> dict:
+  # Zeros, as the supervised baseline's: the first step's loss is log 4.
+  del num_classes, config
+  return {
+    "classifier": {
+      "kernel": jnp.zeros((feat_dim, NUM_ROTATIONS), jnp.float32),
+      "bias": jnp.zeros((NUM_ROTATIONS,), jnp.float32),
+    }
+  }
+
+
+def rotations(images: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """[n, H, H, C] -> (images [4 * n, H, H, C], labels [4 * n] int32).
+
+  Block k (rows k*n .. k*n + n - 1) holds every image rotated by k * 90 degrees
+  counter-clockwise (np.rot90 with k on the (H, W) axes), label k.
+  """
+  n, h, w = images.shape[:3]
+  if h != w:
+    raise ConfigError(f"objective 'rotation' needs square views, got {h}x{w} (data.image_size)")
+  rotated = jnp.concatenate(
+    [jnp.rot90(images, k, axes=(1, 2)) for k in range(NUM_ROTATIONS)], axis=0
+  )
+  labels = jnp.repeat(jnp.arange(NUM_ROTATIONS, dtype=jnp.int32), n)
+  return rotated, labels
+
+
+def logits(features: jax.Array, classifier: dict) -> jax.Array:
+  """[..., feat_dim] -> [..., 4]."""
+  return features @ classifier["kernel"] + classifier["bias"]
+
+
+def loss(inputs, state, config):
+  """inputs.views [b, 1 + S, V, H, H, C] (slot 0 used), inputs.apply and inputs.params set."""
+  if inputs.views is None or inputs.apply is None or inputs.params is None:
+    raise ValueError("objective 'rotation' needs StepInputs.views, .apply and .params")
+  views = inputs.views[:, 0]
+  x = views.reshape(-1, *views.shape[2:])  # [b * V, H, H, C]
+  rotated, labels = rotations(x)
+  h, _ = inputs.apply(inputs.params, rotated)
+  out = logits(h.astype(jnp.float32), state["classifier"])
+  ce = losses.softmax_cross_entropy(out, labels)
+  accuracy = jnp.mean((jnp.argmax(out, axis=-1) == labels).astype(jnp.float32))
+  return ce, {"rotation_accuracy": accuracy}
+
+
+def update(state, grads, inputs, config):
+  """One SGD step on the rotation classifier with the state gradient of this step's loss."""
+  del inputs
+  lr = config.rotation_learning_rate
+  new = jax.tree.map(lambda p, g: p - lr * g, state["classifier"], grads["classifier"])
+  return {**state, "classifier": new}, {
+    "rotation_classifier_grad_norm": optax.tree.norm(grads["classifier"])
+  }
