@@ -19,7 +19,7 @@ from absl import app, flags
 from flax import nnx
 from ml_collections import config_flags
 
-from syncon_jax import checkpoint, data, metrics
+from syncon_jax import checkpoint, data, metrics, platform
 from syncon_jax.errors import ConfigError, exit_on_user_error
 from syncon_jax.evaluators import linear_probe
 from syncon_jax.train import check_workdir_compatible, init_model, preprocess
@@ -125,6 +125,7 @@ def main(argv) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   metrics.quiet_library_logs()
+  platform.configure()  # XLA CPU flags and the compilation cache, before jax starts a backend
   with exit_on_user_error():
     out = evaluate(flags.FLAGS.config, flags.FLAGS.workdir, flags.FLAGS.step)
   print(

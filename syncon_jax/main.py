@@ -14,7 +14,7 @@ from typing import Any
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from syncon_jax import metrics
+from syncon_jax import metrics, platform
 from syncon_jax.errors import ConfigError, exit_on_user_error
 
 FLAGS = flags.FLAGS
@@ -134,6 +134,8 @@ def main(argv) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   metrics.quiet_library_logs()
+  # XLA CPU flags and the persistent compilation cache, before jax creates a backend.
+  platform.configure()
   # TensorFlow (tf.data, TFDS) must never grab the accelerators JAX trains on.
   if "tensorflow" in sys.modules:
     sys.modules["tensorflow"].config.set_visible_devices([], "GPU")
