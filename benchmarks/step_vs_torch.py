@@ -427,12 +427,17 @@ def main() -> None:
       if "ratio_median" in r:
         line += f"  ratio {r['ratio_median']:.2f}"
       print(line + f"  load {r['loadavg_1min'][0]:.1f}", flush=True)
-  out["total_s"] = time.perf_counter() - t0
-  os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-  with open(args.out, "w") as f:
-    json.dump(out, f, indent=2)
+      out["total_s"] = time.perf_counter() - t0
+      write(out, args.out)  # after every shape: a run stopped early keeps what it measured
   print(markdown_table(out))
   print(f"wrote {args.out} in {out['total_s']:.0f}s")
+
+
+def write(out: dict, path: str) -> None:
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  with open(path + ".tmp", "w") as f:
+    json.dump(out, f, indent=2)
+  os.replace(path + ".tmp", path)
 
 
 def markdown_table(out: dict) -> str:

@@ -66,13 +66,11 @@ def test_datasheet_table_matches_device_kinds_by_longest_prefix():
   assert throughput.datasheet_flops("Some new chip") is None
 
 
-def test_cpu_peak_is_measured_once_and_cached(tmp_path, monkeypatch):
-  calls = []
-  monkeypatch.setattr(throughput, "measure_matmul_flops", lambda: calls.append(1) or 123e9)
+def test_cpu_peak_keeps_the_best_measurement(tmp_path, monkeypatch):
+  rates = iter([100e9, 40e9, 150e9])  # a busy machine reads low now and then
+  monkeypatch.setattr(throughput, "measure_matmul_flops", lambda size: next(rates))
   path = str(tmp_path / "peak.json")
-  assert throughput.cpu_peak_flops(path) == 123e9
-  assert throughput.cpu_peak_flops(path) == 123e9
-  assert len(calls) == 1
+  assert [throughput.cpu_peak_flops(path) for _ in range(3)] == [100e9, 100e9, 150e9]
 
 
 def test_measured_matmul_rate_is_plausible():
