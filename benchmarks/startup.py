@@ -70,7 +70,7 @@ def main() -> None:
     cache = "" if args.no_cache else os.path.join(tmp, "cache")
     runs = [run_once(os.path.join(tmp, f"run{i}"), synthetic, cache) for i in range(2)]
   sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-  from step_vs_torch import machine
+  from machine import machine
 
   out = {
     "command": " ".join([os.path.relpath(sys.argv[0], REPO), *sys.argv[1:]]),

@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform as py_platform
 import statistics
 import sys
 import time
@@ -37,6 +36,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from syncon_jax import platform as syncon_platform  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from machine import machine  # noqa: E402
 
 # Before jax creates its CPU backend.
 syncon_platform.configure_xla_cpu()
@@ -63,22 +65,6 @@ LR, MOMENTUM, WEIGHT_DECAY = 0.05, 0.9, 1e-4
 BN_MOMENTUM = 0.9  # Flax's convention; PyTorch's is 1 - this
 FEATURE_RTOL = 1e-5
 N_CLASSES = 10
-
-
-def machine() -> dict:
-  info = {"cpu": py_platform.processor(), "cores": os.cpu_count(), "flags": []}
-  try:
-    with open("/proc/cpuinfo") as f:
-      for line in f:
-        if line.startswith("model name"):
-          info["cpu"] = line.split(":", 1)[1].strip()
-        elif line.startswith("flags"):
-          flags = line.split(":", 1)[1].split()
-          info["flags"] = sorted(f for f in flags if f.startswith(("avx", "amx", "fma")))
-          break
-  except OSError:
-    pass
-  return info
 
 
 def model_config(shape: str, dtype: str) -> ml_collections.ConfigDict:

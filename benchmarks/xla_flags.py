@@ -68,6 +68,35 @@ def run_one(flags: str, shape: str, dtype: str, steps: int, cache: str) -> dict:
   return {"step_s": r["jax_step_s"][0], "views": r["views"], "load": r["loadavg_1min"][0]}
 
 
+def summarise(runs: dict) -> list[dict]:
+  table = []
+  for (shape, name), rs in runs.items():
+    ok = [r for r in rs if "step_s" in r]
+    row = {"shape": shape, "candidate": name, "flags": CANDIDATES[name], "runs": rs}
+    if ok:
+      ts = [r["step_s"] for r in ok]
+      row["views_per_s_median"] = ok[0]["views"] / statistics.median(ts)
+      row["views_per_s_best"] = ok[0]["views"] / min(ts)
+    table.append(row)
+  return table
+
+
+def write(args, table: list[dict], total_s: float) -> None:
+  sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+  from machine import machine
+
+  result = {
+    "command": " ".join([os.path.relpath(sys.argv[0], REPO), *sys.argv[1:]]),
+    "machine": machine(),
+    "dtype": args.dtype,
+    "total_s": total_s,
+    "results": table,
+  }
+  with open(args.out + ".tmp", "w") as f:
+    json.dump(result, f, indent=2)
+  os.replace(args.out + ".tmp", args.out)
+
+
 def main() -> None:
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
   p.add_argument("--candidates", default=",".join(CANDIDATES))
@@ -87,27 +116,9 @@ def main() -> None:
         r = run_one(CANDIDATES[name], shape, args.dtype, args.steps, args.cache)
         runs[(shape, name)].append(r)
         print(shape, name, r, flush=True)
-  table = []
-  for (shape, name), rs in runs.items():
-    ok = [r for r in rs if "step_s" in r]
-    row = {"shape": shape, "candidate": name, "flags": CANDIDATES[name], "runs": rs}
-    if ok:
-      ts = [r["step_s"] for r in ok]
-      row["views_per_s_median"] = ok[0]["views"] / statistics.median(ts)
-      row["views_per_s_best"] = ok[0]["views"] / min(ts)
-    table.append(row)
-  sys.path.insert(0, REPO)
-  from benchmarks.step_vs_torch import machine
-
-  result = {
-    "command": " ".join([os.path.relpath(sys.argv[0], REPO), *sys.argv[1:]]),
-    "machine": machine(),
-    "dtype": args.dtype,
-    "total_s": time.perf_counter() - t0,
-    "results": table,
-  }
-  with open(args.out, "w") as f:
-    json.dump(result, f, indent=2)
+        table = summarise(runs)
+        # After every run: a sweep stopped early keeps what it measured.
+        write(args, table, time.perf_counter() - t0)
   print("| shape | candidate | views/s median | best | flags |\n|---|---|---|---|---|")
   for row in table:
     med = row.get("views_per_s_median", float("nan"))
