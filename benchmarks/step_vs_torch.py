@@ -302,11 +302,13 @@ def torch_step(net, dtype: str):
 # Timing.
 
 
-def _time_rounds(run_one, steps: int) -> float:
-  t0 = time.perf_counter()
+def _time_rounds(run_one, steps: int) -> tuple[float, float]:
+  """-> (wall seconds, CPU seconds of this process) per step. On a shared machine the CPU time
+  moves less with the load than the wall time (though a spinning thread pool inflates it)."""
+  t0, c0 = time.perf_counter(), time.process_time()
   for _ in range(steps):
     run_one()
-  return (time.perf_counter() - t0) / steps
+  return (time.perf_counter() - t0) / steps, (time.process_time() - c0) / steps
 
 
 def measure(shape: str, dtype: str, args) -> dict:
@@ -351,11 +353,15 @@ def measure(shape: str, dtype: str, args) -> dict:
     runners["torch"] = lambda: t_step(t_images, t_labels)
 
   times = {name: [] for name in runners}
+  cpu_times = {name: [] for name in runners}
   for _ in range(args.rounds):
     for name, run in runners.items():
-      times[name].append(_time_rounds(run, args.steps))
+      wall, cpu = _time_rounds(run, args.steps)
+      times[name].append(wall)
+      cpu_times[name].append(cpu)
   for name, ts in times.items():
     result[f"{name}_step_s"] = ts
+    result[f"{name}_step_cpu_s"] = cpu_times[name]
     result[f"{name}_views_per_s_median"] = views / statistics.median(ts)
     result[f"{name}_views_per_s_best"] = views / min(ts)
   if "jax" in times and "jax_flops_per_step" in result:

@@ -65,7 +65,12 @@ def run_one(flags: str, shape: str, dtype: str, steps: int, cache: str) -> dict:
       return {"error": proc.stderr.strip().splitlines()[-1:]}
     with open(out.name) as f:
       r = json.load(f)["results"][0]
-  return {"step_s": r["jax_step_s"][0], "views": r["views"], "load": r["loadavg_1min"][0]}
+  return {
+    "step_s": r["jax_step_s"][0],
+    "step_cpu_s": r["jax_step_cpu_s"][0],
+    "views": r["views"],
+    "load": r["loadavg_1min"][0],
+  }
 
 
 def summarise(runs: dict) -> list[dict]:
@@ -77,6 +82,7 @@ def summarise(runs: dict) -> list[dict]:
       ts = [r["step_s"] for r in ok]
       row["views_per_s_median"] = ok[0]["views"] / statistics.median(ts)
       row["views_per_s_best"] = ok[0]["views"] / min(ts)
+      row["cpu_s_per_step_median"] = statistics.median(r["step_cpu_s"] for r in ok)
     table.append(row)
   return table
 
@@ -119,11 +125,16 @@ def main() -> None:
         table = summarise(runs)
         # After every run: a sweep stopped early keeps what it measured.
         write(args, table, time.perf_counter() - t0)
-  print("| shape | candidate | views/s median | best | flags |\n|---|---|---|---|---|")
+  print("| shape | candidate | views/s median | best | CPU s/step | flags |")
+  print("|---|---|---|---|---|---|")
   for row in table:
     med = row.get("views_per_s_median", float("nan"))
     best = row.get("views_per_s_best", float("nan"))
-    print(f"| {row['shape']} | {row['candidate']} | {med:.1f} | {best:.1f} | `{row['flags']}` |")
+    cpu = row.get("cpu_s_per_step_median", float("nan"))
+    print(
+      f"| {row['shape']} | {row['candidate']} | {med:.1f} | {best:.1f} | {cpu:.2f} "
+      f"| `{row['flags']}` |"
+    )
 
 
 if __name__ == "__main__":
