@@ -8,7 +8,7 @@ temperature 0.1) and the same SGD (momentum 0.9, weight decay 1e-4 on kernels), 
   donated, as `syncon_jax.train.make_train_step` runs it minus augmentation (3% of the step);
 - PyTorch: modules written here with torchvision's layout, the weights copied from the Flax
   model; before timing, the features and projections of both on the same images must agree to
-  1e-5 (relative to their largest value; float32), or the script stops.
+  1e-5 (relative to their largest value; float32; 2e-4 for ResNet-50), or the script stops.
 
 Rounds are interleaved (ours, PyTorch, ours, ...), each round timing `--steps` steps after the
 warm-up; the table shows the median and the best round in views per second. The machine is
@@ -63,7 +63,10 @@ SHAPES = {
 TEMPERATURE = 0.1
 LR, MOMENTUM, WEIGHT_DECAY = 0.05, 0.9, 1e-4
 BN_MOMENTUM = 0.9  # Flax's convention; PyTorch's is 1 - this
-FEATURE_RTOL = 1e-5
+# Train-mode BatchNorm divides by each batch's spread, which magnifies float32 rounding with
+# depth: ResNet-18's features agree to ~2e-6, ResNet-50's (16 bottlenecks) to ~7e-5. A wrong
+# copy differs by O(1).
+FEATURE_RTOL = {"demo": 1e-5, "standard": 1e-5, "resnet50": 2e-4}
 N_CLASSES = 10
 
 
@@ -344,7 +347,7 @@ def measure(shape: str, dtype: str, args) -> dict:
     result["params"] = n_params
     if dtype == "float32":
       result["feature_rel_err"] = check_equal(model, net, images[: min(views, 64)])
-      if result["feature_rel_err"] > FEATURE_RTOL:
+      if result["feature_rel_err"] > FEATURE_RTOL[shape]:
         raise SystemExit(f"{shape}: features differ by {result['feature_rel_err']:.2e} (relative)")
     t_step = torch_step(net, dtype)
     t_images = torch.from_numpy(images.transpose(0, 3, 1, 2).copy())
@@ -434,18 +437,19 @@ def write(out: dict, path: str) -> None:
 
 def markdown_table(out: dict) -> str:
   rows = [
-    "| shape | dtype | ours views/s (median, best) | PyTorch views/s (median, best) | ratio |",
-    "|---|---|---|---|---|",
+    "| shape | dtype | ours views/s (median, best) | PyTorch views/s (median, best) | ratio | load |",
+    "|---|---|---|---|---|---|",
   ]
   for r in out["results"]:
     ours = theirs = ratio = ""
     if "jax_views_per_s_median" in r:
-      ours = f"{r['jax_views_per_s_median']:.0f}, {r['jax_views_per_s_best']:.0f}"
+      ours = f"{r['jax_views_per_s_median']:.3g}, {r['jax_views_per_s_best']:.3g}"
     if "torch_views_per_s_median" in r:
-      theirs = f"{r['torch_views_per_s_median']:.0f}, {r['torch_views_per_s_best']:.0f}"
+      theirs = f"{r['torch_views_per_s_median']:.3g}, {r['torch_views_per_s_best']:.3g}"
     if "ratio_median" in r:
       ratio = f"{r['ratio_median']:.2f}"
-    rows.append(f"| {r['shape']} | {r['dtype']} | {ours} | {theirs} | {ratio} |")
+    load = f"{max(r['loadavg_1min']):.0f}"
+    rows.append(f"| {r['shape']} | {r['dtype']} | {ours} | {theirs} | {ratio} | {load} |")
   return "\n".join(rows)
 
 
