@@ -103,9 +103,9 @@ def _decay_mask(params):
   return jax.tree.map(lambda p: p.ndim > 1, params)
 
 
-def jax_step(shape: str, dtype: str):
-  """-> (model, step, state, batch); step(state, images, labels) -> (state, loss), jitted."""
-  model = models.create_model(model_config(shape, dtype), rngs=nnx.Rngs(0))
+def jax_step(shape: str, dtype: str, seed: int = 0):
+  """-> (model, step, state); step(state, images, labels) -> (state, loss), jitted."""
+  model = models.create_model(model_config(shape, dtype), rngs=nnx.Rngs(seed))
   graphdef, params, model_state = nnx.split(model, nnx.Param, ...)
   tx = optax.chain(
     optax.add_decayed_weights(WEIGHT_DECAY, mask=_decay_mask),
