@@ -3,7 +3,7 @@ r"""Several seeds of a small model as one vmapped program, against one seed afte
 The step is step_vs_torch.py's (ours: value_and_grad + SGD of `models.create_model`, SupCon).
 Each seed has its own initial state (`nnx.Rngs(seed)`) and its own batch; the vmapped program
 stacks the states and batches on a leading seed axis. Before timing, each seed's losses over
-two steps from the vmapped program must equal its run alone (to float32 rounding), or the
+two steps from the vmapped program must equal its run alone to 1e-4 (float32 rounding), or the
 script stops. Time is wall and CPU seconds per step of all the seeds together, rounds
 interleaved (vmapped, sequential, ...).
 
@@ -67,7 +67,9 @@ def main() -> None:
     together.append(np.asarray(loss))
   together = np.stack(together, axis=1).tolist()
   err = float(np.max(np.abs(np.array(alone) - np.array(together)) / np.abs(np.array(alone))))
-  if err > 1e-5:
+  # The first step agrees to ~1e-7; after one update, batched convolutions sum in another order
+  # and the second step's losses agree to ~1e-5.
+  if err > 1e-4:
     raise SystemExit(f"vmapped losses differ from the runs alone by {err:.2e}: {alone} {together}")
 
   seq_states = [copy(s) for s in states]

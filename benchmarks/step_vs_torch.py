@@ -40,8 +40,8 @@ from syncon_jax import platform as syncon_platform  # noqa: E402
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from machine import machine  # noqa: E402
 
-# Before jax creates its CPU backend.
-syncon_platform.configure_xla_cpu()
+# Before jax creates its CPU backend: the XLA CPU flags and the compilation cache, as in training.
+syncon_platform.configure()
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
