@@ -25,7 +25,7 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from syncon_jax import augment, checkpoint, data, metrics, models, objectives, validate
+from syncon_jax import augment, checkpoint, data, metrics, models, objectives, throughput, validate
 from syncon_jax.data import folders, sampler
 from syncon_jax.errors import ConfigError
 from syncon_jax.evaluators import online
@@ -402,6 +402,19 @@ def flatten_metrics(step_metrics: dict, class_names) -> dict[str, float]:
   return row
 
 
+def log_step_cost(step_fn, state, batch, config) -> tuple[float | None, float | None]:
+  """-> (FLOPs of one step, peak FLOP/s of the devices), each None when unknown; logs both."""
+  flops = throughput.step_flops(step_fn, state, batch)
+  peak = throughput.peak_flops(jax.devices(), config.get("peak_tflops_per_device"))
+  logging.info(
+    "Step: %s GFLOP (XLA cost analysis); peak %s (%s).",
+    "?" if flops is None else f"{flops / 1e9:.1f}",
+    "unknown" if peak[0] is None else f"{peak[0] / 1e9:.0f} GFLOP/s",
+    peak[1],
+  )
+  return flops, peak[0]
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
   """Trains config.total_steps steps, resuming from the latest checkpoint in workdir."""
   objective = objectives.get_objective(config.objective.name)
@@ -493,8 +506,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
       if step == start:
         # Throughput and ETA count from the end of the first step, which includes compilation.
         jax.block_until_ready(step_metrics)
+        logging.info("First step (compilation included) took %.1fs.", time.time() - t_start)
+        flops, peak = log_step_cost(step_fn, state, batch, config)
         t_last, step_last = time.time(), done
-        logging.info("First step (compilation included) took %.1fs.", t_last - t_start)
       if done % config.log_every_steps == 0 or done == total:
         # Fetch before reading the clock: dispatch is asynchronous, so the host can be many
         # steps ahead of the device, and timing the dispatch overstates the throughput.
@@ -506,6 +520,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
         row["learning_rate"] = float(schedule(step))
         row["images_per_sec"] = rate * config.batch_size
         row["views_per_sec"] = rate * views_per_step
+        row.update(throughput.utilisation(rate, flops, peak))
         if is_syncon:
           for name, w in write_synthetic_weights(workdir, state, class_names, config).items():
             row[f"synthetic_weight/{name}"] = w
@@ -513,13 +528,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
         ckpt.poll()  # a save that finished since the last log line is reported now
         eta = (total - done) / max(rate, 1e-9)
         logging.info(
-          "step %d/%d  loss %.4f  lr %.4g  %.1f img/s (%.1f views/s)  elapsed %.0fs  ETA %.0fs",
+          "step %d/%d  loss %.4f  lr %.4g  %.1f img/s (%.1f views/s%s)  elapsed %.0fs  ETA %.0fs",
           done,
           total,
           row["loss"],
           row["learning_rate"],
           row["images_per_sec"],
           row["views_per_sec"],
+          throughput.describe(row),
           now - t_start,
           eta,
         )

@@ -101,6 +101,9 @@ def test_workdir_outputs(synthetic_dir, tmp_path):
   rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
   assert [row["step"] for row in rows] == [4, 8, 12]
   assert all(np.isfinite(row["loss"]) and row["images_per_sec"] > 0 for row in rows)
+  # Utilisation from XLA's cost analysis and the measured CPU peak (syncon_jax/throughput.py).
+  assert all(row["gflops_per_sec"] > 0 and row["peak_share"] > 0 for row in rows)
+  assert "GFLOP (XLA cost analysis)" in r.stderr and "% of peak" in r.stderr
   # The auto scheme logs every class's weight and agreement.
   assert all(f"agreement_nearest/{d}" in rows[-1] for d in range(10))
   weights = json.loads((workdir / "synthetic_weights.json").read_text())
