@@ -49,6 +49,10 @@ def objective_config(arg: ml_collections.ConfigDict, *, block_size: int | None, 
   # SynCon's synthetic weights (syncon_jax/weighting.py).
   o.weighting = arg.weighting
   o.synthetic_weight = 0.5  # 'fixed': the weight; 'learned', 'hypernet': the initial weight
+  # Where synthetic rows sit in SynCon's denominators (losses.SYNTHETIC_DENOMINATORS): 'all' is
+  # the proposal's literal form; 'weighted' scales row u by its weight there too, so w = 0
+  # equals removing the class's synthetic images (README "Few-shot: does SynCon pay?").
+  o.synthetic_denominator = "all"
   # lambda sets the level the weights settle at (w_c ~ lambda / dL/dw_c, about 2 lambda here).
   o.weight_lambda = 0.25  # 'learned', 'hypernet': lambda of the -lambda * sum log w term
   o.weight_learning_rate = 0.5  # 'learned', 'hypernet': SGD step on the weights' parameters

@@ -157,9 +157,12 @@ def make_train_step(graphdef: nnx.GraphDef, tx, config):
   """
   objective = objectives.get_objective(config.objective.name)
   n_views = config.objective.n_views
-  base_key = jax.random.key(config.seed)
 
-  def train_step(state: TrainState, batch: dict[str, jax.Array]):
+  def train_step(state: TrainState, batch: dict[str, jax.Array], seed=None):
+    # seed: None (config.seed) or a traced int32 scalar; train_and_evaluate passes it traced so
+    # that runs differing only in their seed share one compiled program (the persistent cache
+    # then serves an experiment's every seed).
+    base_key = jax.random.key(config.seed if seed is None else seed)
     images = jnp.concatenate([batch["real_images"][:, None], batch["synthetic_images"]], axis=1)
     b, k = images.shape[:2]  # k = 1 + synthetic_per_real
     # One key per (sample, slot, view), from the sample's global position, so a sample's
@@ -276,8 +279,12 @@ def check_batch_size(config) -> None:
 
 
 def load_data(config, uses_synthetic: bool):
-  """-> (train Split, class_names, synthetic SyntheticSet or None)."""
-  train, _, class_names = data.load_real(config.data)
+  """-> (train Split, class_names, synthetic SyntheticSet or None).
+
+  In the few-shot regime (data.real_per_class) train holds only the k images per class; the
+  validation pool and the test split never reach training.
+  """
+  train, _, _, class_names = data.load_splits(config)
   synthetic = None
   if uses_synthetic:
     if not config.data.synthetic_dir:
@@ -309,7 +316,7 @@ def global_batch(host: dict[str, np.ndarray], sharding: NamedSharding) -> dict[s
 COMPILE_BARRIER_TIMEOUT_S = 3600
 
 
-def compile_and_meet(step_fn, state: TrainState, batch: dict[str, jax.Array]):
+def compile_and_meet(step_fn, state: TrainState, batch: dict[str, jax.Array], *args):
   """Compiles step_fn for these arguments, then waits until every process has compiled it.
 
   For multi-process runs. Hosts finish compiling at different times (only process 0's key
@@ -317,7 +324,7 @@ def compile_and_meet(step_fn, state: TrainState, batch: dict[str, jax.Array]):
   processes of a collective 30 s to meet; this barrier uses the distributed runtime's key-value
   store instead, which waits as long as COMPILE_BARRIER_TIMEOUT_S.
   """
-  compiled = step_fn.lower(state, batch).compile()
+  compiled = step_fn.lower(state, batch, *args).compile()
   ocp.multihost.sync_global_processes(
     "train_step_compiled",
     timeout=COMPILE_BARRIER_TIMEOUT_S,
@@ -449,6 +456,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     donate_argnums=(0,),
     out_shardings=(replicated, replicated),
   )
+  seed = jax.make_array_from_callback((), replicated, lambda _: np.asarray(config.seed, np.int32))
   writer = metrics.MetricWriter(workdir)
   is_syncon = config.objective.name == "syncon"
   start = int(jax.device_get(state.step))
@@ -474,8 +482,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
         next_host = prefetch.submit(host_batch, step + 1)
       batch = global_batch(host, batch_sharding)
       if step == start and jax.process_count() > 1:
-        step_fn = compile_and_meet(step_fn, state, batch)
-      state, step_metrics = step_fn(state, batch)
+        step_fn = compile_and_meet(step_fn, state, batch, seed)
+      state, step_metrics = step_fn(state, batch, seed)
       done = step + 1
       if step == start:
         # Throughput and ETA count from the end of the first step, which includes compilation.

@@ -227,6 +227,13 @@ def _state_weights(state: dict, config) -> jax.Array:
   return state["w"]
 
 
+def _fixed_weights(state: dict, config) -> jax.Array:
+  # From the config, not the state: a resumed run whose synthetic_weight was changed must use
+  # the new value, not the one its checkpoint was written with.
+  w = _check_unit("synthetic_weight", config.synthetic_weight)
+  return jnp.full_like(state["w"], w)
+
+
 def _fixed_update(state, grads, inputs, config):
   del grads, inputs, config
   return state, {}
@@ -421,7 +428,7 @@ def _auto_update(state, grads, inputs, config):
 # ----------------------------------------------------------------------------------------------
 
 SCHEMES: dict[str, Scheme] = {
-  "fixed": Scheme(_fixed_init, _state_weights, _no_penalty, _fixed_update),
+  "fixed": Scheme(_fixed_init, _fixed_weights, _no_penalty, _fixed_update),
   "learned": Scheme(_learned_init, _learned_weights, _learned_penalty, _learned_update),
   "hypernet": Scheme(_hypernet_init, _hypernet_weights, _hypernet_penalty, _hypernet_update),
   "proto_sim": Scheme(_proto_init, _proto_weights, _no_penalty, _proto_update),

@@ -41,6 +41,7 @@ def loss(inputs, state, config):
     base_temperature=config.base_temperature,
     valid=jnp.broadcast_to(valid[:, :, None], (b, k, v)).reshape(-1),
     block_size=config.block_size,
+    synthetic_denominator=config.synthetic_denominator,
   )
   penalty = scheme.penalty(state["weighting"], inputs, config)
   return syncon + penalty, {
