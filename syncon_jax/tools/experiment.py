@@ -169,23 +169,57 @@ def synthetic_set_dir(synthetic_dir: str, synthetic_set: str) -> str:
   return f"{synthetic_dir}@{synthetic_set}"
 
 
+RENDER_STAMP = ".experiment_set.json"  # what a synthetic set was made from (a dot: not a class)
+
+
+def _stamped(out: str, stamp: dict) -> bool:
+  path = os.path.join(out, RENDER_STAMP)
+  if not os.path.exists(path):
+    return False
+  with open(path) as f:
+    return json.load(f) == stamp
+
+
+def _write_stamp(out: str, stamp: dict) -> None:
+  with open(os.path.join(out, RENDER_STAMP), "w") as f:
+    json.dump(stamp, f)
+
+
 def make_synthetic_sets(config, synthetic_dir: str, sets: Sequence[str]) -> None:
   """Renders the corrupted set into synthetic_dir and builds the other sets `sets` beside it:
   'clean' is rendered (same seed, no corruption); a removal set links every other class folder
   of the corrupted set (and its metadata.jsonl), so it holds the same images minus the removed
-  folders."""
+  folders. A set already made from the same settings is kept as it is (so that a second
+  experiment process on the same root never rewrites a set a run is reading)."""
   ec = config.experiment
-  render = lambda out, corrupt: render_digits.render_dataset(
-    out,
-    per_class=ec.render_per_class,
-    seed=ec.render_seed,
-    image_size=ec.render_image_size,
-    prompts_per_class=ec.render_prompts_per_class,
-    corrupt_classes=tuple(corrupt),
-    corruption=ec.corruption,
+
+  def render(out, corrupt):
+    stamp = {
+      "per_class": ec.render_per_class,
+      "seed": ec.render_seed,
+      "image_size": ec.render_image_size,
+      "prompts_per_class": ec.render_prompts_per_class,
+      "corrupt_classes": [str(c) for c in corrupt],
+      "corruption": ec.corruption,
+    }
+    if _stamped(out, stamp):
+      return stamp
+    render_digits.render_dataset(
+      out,
+      per_class=ec.render_per_class,
+      seed=ec.render_seed,
+      image_size=ec.render_image_size,
+      prompts_per_class=ec.render_prompts_per_class,
+      corrupt_classes=tuple(corrupt),
+      corruption=ec.corruption,
+    )
+    _write_stamp(out, stamp)
+    return stamp
+
+  source = render(synthetic_dir, ec.corrupt_classes)
+  names = sorted(
+    e.name for e in os.scandir(synthetic_dir) if e.is_dir() and not e.name.startswith(".")
   )
-  render(synthetic_dir, ec.corrupt_classes)
-  names = sorted(e.name for e in os.scandir(synthetic_dir) if e.is_dir())
   for synthetic_set in sorted(set(sets) - {"corrupted"}):
     out = synthetic_set_dir(synthetic_dir, synthetic_set)
     if synthetic_set == "clean":
@@ -195,11 +229,15 @@ def make_synthetic_sets(config, synthetic_dir: str, sets: Sequence[str]) -> None
     unknown = sorted(set(removed) - set(names))
     if unknown:
       raise ConfigError(f"experiment: no synthetic class folder {unknown} to remove ({names})")
+    stamp = {"source": source, "removed": removed}
+    if _stamped(out, stamp):
+      continue
     if os.path.lexists(out):
       shutil.rmtree(out)
     os.makedirs(out)
     for entry in [*(n for n in names if n not in removed), folders.METADATA_FILE]:
       os.symlink(os.path.abspath(os.path.join(synthetic_dir, entry)), os.path.join(out, entry))
+    _write_stamp(out, stamp)
 
 
 def ranking_auc(weights: dict[str, float], corrupted: Sequence[str]) -> float:
