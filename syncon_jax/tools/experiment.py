@@ -270,11 +270,12 @@ def weight_history(workdir: str) -> tuple[list[int], dict[str, list[float]]]:
 
 def schedule(config) -> list[tuple[str, tuple[int, ...]]]:
   """[(method, seeds)]: the weighting study's methods over experiment.seeds, the utility runs
-  (utility_method@without-<class> for every class) over the same seeds, then the other
-  baselines over experiment.baseline_seeds."""
+  (utility_method@without-<class> for every class) over experiment.utility_seeds (None: the
+  same seeds), then the other baselines over experiment.baseline_seeds."""
   ec = config.experiment
   plan = [(m, tuple(ec.seeds)) for m in ec.methods]
-  plan += [(m, tuple(ec.seeds)) for m in utility_methods(config)]
+  utility_seeds = ec.get("utility_seeds") or ec.seeds
+  plan += [(m, tuple(utility_seeds)) for m in utility_methods(config)]
   return plan + [(m, tuple(ec.baseline_seeds)) for m in ec.baselines]
 
 
