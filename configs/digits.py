@@ -16,7 +16,8 @@ Variants, comma separated after the colon:
                                         --config.objective.neighbor_source=table
                                         --config.objective.neighbors_file=runs/latent_vae/nn.npz
                                         neighbours from a latent model, see syncon_jax/latent)
-  weighting=auto|fixed|learned|hypernet|proto_sim   (default auto; see syncon_jax/weighting.py)
+  weighting=auto|fixed|learned|hypernet|proto_sim|meta|meta_hypernet
+                                        (default auto; see syncon_jax/weighting.py)
   runlocal                              a few dozen steps on a tiny model, for tests
 
   python -m syncon_jax.main --config=configs/digits.py:objective=supcon,runlocal --workdir=/tmp/x
