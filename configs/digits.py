@@ -16,7 +16,8 @@ Variants, comma separated after the colon:
                                         --config.objective.neighbor_source=table
                                         --config.objective.neighbors_file=runs/latent_vae/nn.npz
                                         neighbours from a latent model, see syncon_jax/latent)
-  weighting=auto|fixed|learned|hypernet|proto_sim   (default auto; see syncon_jax/weighting.py)
+  weighting=auto|fixed|learned|hypernet|proto_sim|meta|meta_hypernet
+                                        (default auto; see syncon_jax/weighting.py)
   fewshot                               the few-shot regime (data.real_per_class labelled
                                         real images per class; README "Few-shot: does SynCon
                                         pay?"), its recipe and its experiment

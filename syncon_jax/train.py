@@ -165,35 +165,31 @@ def make_train_step(graphdef: nnx.GraphDef, tx, config):
     base_key = jax.random.key(config.seed if seed is None else seed)
     images = jnp.concatenate([batch["real_images"][:, None], batch["synthetic_images"]], axis=1)
     b, k = images.shape[:2]  # k = 1 + synthetic_per_real
-    # One key per (sample, slot, view), from the sample's global position, so a sample's
-    # augmentation depends neither on the step's sharding nor on the number of hosts.
+
+    def augment_views(key, imgs):
+      # imgs uint8 [b, m, H, W, C] -> preprocessed views [b, m, n_views, h, w, C]. One key per
+      # (sample, slot, view), from the sample's global position, so a sample's augmentation
+      # depends neither on the step's sharding nor on the number of hosts.
+      m = imgs.shape[1]
+      keys = jax.vmap(lambda i: jax.random.split(jax.random.fold_in(key, i), m * n_views))(
+        batch["index"]
+      )
+      flat = jnp.broadcast_to(imgs[:, :, None], (b, m, n_views, *imgs.shape[2:]))
+      flat = flat.reshape(b * m * n_views, *imgs.shape[2:])
+      views = augment.augment_batch(
+        keys.reshape(-1), flat, config.augment, out_size=config.data.image_size
+      )
+      return preprocess(views, config).reshape(b, m, n_views, *views.shape[1:])
+
     step_key = jax.random.fold_in(base_key, state.step)
-    keys = jax.vmap(lambda i: jax.random.split(jax.random.fold_in(step_key, i), k * n_views))(
-      batch["index"]
-    )
-    flat = jnp.broadcast_to(images[:, :, None], (b, k, n_views, *images.shape[2:]))
-    flat = flat.reshape(b * k * n_views, *images.shape[2:])
-    views = augment.augment_batch(
-      keys.reshape(-1), flat, config.augment, out_size=config.data.image_size
-    )
-    x = preprocess(views, config)
+    x = augment_views(step_key, images)
+    x = x.reshape(b * k * n_views, *x.shape[3:])
 
     neighbor_views = None
     if "neighbor_images" in batch:
       # One view per real view of each real image's neighbour, keys from the sample's position.
       nb_step_key = jax.random.fold_in(jax.random.fold_in(base_key, NEIGHBOR_STREAM), state.step)
-      nb_keys = jax.vmap(lambda i: jax.random.split(jax.random.fold_in(nb_step_key, i), n_views))(
-        batch["index"]
-      )
-      nb = batch["neighbor_images"]
-      nb = jnp.broadcast_to(nb[:, None], (b, n_views, *nb.shape[1:]))
-      nb = augment.augment_batch(
-        nb_keys.reshape(-1),
-        nb.reshape(b * n_views, *nb.shape[2:]),
-        config.augment,
-        out_size=config.data.image_size,
-      )
-      neighbor_views = preprocess(nb, config).reshape(b, n_views, *nb.shape[1:])
+      neighbor_views = augment_views(nb_step_key, batch["neighbor_images"][:, None])[:, 0]
     objective_key = jax.random.fold_in(jax.random.fold_in(base_key, OBJECTIVE_STREAM), state.step)
 
     def apply(params, images):
@@ -225,6 +221,8 @@ def make_train_step(graphdef: nnx.GraphDef, tx, config):
         apply=jax.tree_util.Partial(apply),
         neighbor_views=neighbor_views,
         key=objective_key,
+        images=images,
+        augment=jax.tree_util.Partial(augment_views),
       )
       out = objective.loss(inputs, objective_state, config.objective)
       loss, aux = out[:2]
@@ -243,7 +241,10 @@ def make_train_step(graphdef: nnx.GraphDef, tx, config):
       objective_state, update_aux = objective.update(
         state.objective,
         objective_grads,
-        jax.tree.map(jax.lax.stop_gradient, inputs._replace(online_params=params, carry=carry)),
+        jax.tree.map(
+          jax.lax.stop_gradient,
+          inputs._replace(params=state.params, online_params=params, carry=carry),
+        ),
         config.objective,
       )
       aux = {**aux, **update_aux}
