@@ -263,3 +263,25 @@ def test_finished_runs_are_keyed_by_their_settings(tmp_path, monkeypatch):
   config.experiment.seeds = (7, 8)  # the experiment section is not a run setting
   experiment.run_one(experiment.method_config(make, config, "syncon-fixed", 0, "/s"), workdir)
   assert len(calls) == 2
+
+
+def test_the_denominator_form_is_a_setting_of_syncon_runs_only():
+  config = digits.get_config("fewshot")
+  make = experiment._edit_config(config)
+  a = json.loads(experiment.method_config(make, config, "supcon_syn", 0, "/s").to_json())
+  b = json.loads(experiment.method_config(make, config, "supcon_syn", 0, "/s").to_json())
+  b["objective"]["synthetic_denominator"] = (
+    "all" if a["objective"]["synthetic_denominator"] != "all" else "weighted"
+  )
+  assert experiment._run_settings(a) == experiment._run_settings(b)
+  c = json.loads(experiment.method_config(make, config, "syncon-auto+all", 0, "/s").to_json())
+  d = json.loads(experiment.method_config(make, config, "syncon-auto+weighted", 0, "/s").to_json())
+  assert experiment._run_settings(c) != experiment._run_settings(d)
+
+
+def test_keys_added_by_later_code_do_not_retrain():
+  old = {"seed": 0, "objective": {"name": "syncon", "temperature": 0.1}}
+  new = {"seed": 0, "objective": {"name": "syncon", "temperature": 0.1, "meta_every": 5}}
+  assert experiment._same_settings(old, new)
+  new["objective"]["temperature"] = 0.2
+  assert not experiment._same_settings(old, new)

@@ -293,11 +293,26 @@ def utility_methods(config) -> list[str]:
 
 def _run_settings(config_dict: dict) -> dict:
   """The settings that make a run what it is: the whole config but the experiment section
-  (which lists the other runs) and the intervals of logs and checkpoints."""
+  (which lists the other runs), the intervals of logs and checkpoints, and keys that the run's
+  objective does not read."""
   out = {k: v for k, v in config_dict.items() if k != "experiment"}
   for key in ("log_every_steps", "checkpoint_every_steps", "keep_checkpoints"):
     out.pop(key, None)
+  objective = dict(out.get("objective", {}))
+  if objective.get("name") != "syncon":
+    # Only SynCon reads the denominator form: another objective's run is the same run under
+    # either (so changing the default does not retrain the baselines).
+    objective.pop("synthetic_denominator", None)
+  out["objective"] = objective
   return out
+
+
+def _same_settings(old, new) -> bool:
+  """old == new, but a key only one side has is skipped: a config written by an older version of
+  the code lacks the keys added since (which that code could not read)."""
+  if isinstance(old, dict) and isinstance(new, dict):
+    return all(_same_settings(old[k], new[k]) for k in set(old) & set(new))
+  return old == new
 
 
 def is_same_run(config, workdir: str) -> bool:
@@ -307,7 +322,7 @@ def is_same_run(config, workdir: str) -> bool:
     return False
   with open(path) as f:
     old = json.load(f)
-  return _run_settings(old) == _run_settings(json.loads(config.to_json()))
+  return _same_settings(_run_settings(old), _run_settings(json.loads(config.to_json())))
 
 
 def run_one(config, workdir: str) -> dict:
