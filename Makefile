@@ -41,7 +41,8 @@ demo: $(VENV)/.installed
 # Then the few-shot experiment (README "Few-shot: does SynCon pay?"): 2 real images per class,
 # supcon, supcon_syn (clean, corrupted, oracle), the weighting schemes and the utility runs (one
 # per class without its synthetic folder) over 5 seeds; report in $(EXPERIMENT_DIR)_fewshot/report.
-# FEWSHOT_HOURS_PLACEHOLDER
+# About 100 runs: some 3 hours of the 2-core machine (measured 2026-12-02: ~5 min a run with four
+# in parallel under load, a meta run ~16 min).
 experiment: $(VENV)/.installed
 	$(PY) -m syncon_jax.tools.experiment --config=$(CONFIG) --workdir=$(EXPERIMENT_DIR)
 	JAX_COMPILATION_CACHE_DIR=$(EXPERIMENT_DIR)_fewshot/jax_cache \

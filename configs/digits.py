@@ -145,7 +145,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # synthetic folder, over experiment.seeds. Off here: the full-data experiment predates it.
   c.experiment.utility = False
   c.experiment.utility_method = "supcon_syn"
-  c.experiment.utility_seeds = None  # None: experiment.seeds
+  c.experiment.utility_seeds = ()  # empty: experiment.seeds
   c.experiment.paired_references = ("supcon", "supcon_syn")
 
   if arg.fewshot:

@@ -270,7 +270,7 @@ def weight_history(workdir: str) -> tuple[list[int], dict[str, list[float]]]:
 
 def schedule(config) -> list[tuple[str, tuple[int, ...]]]:
   """[(method, seeds)]: the weighting study's methods over experiment.seeds, the utility runs
-  (utility_method@without-<class> for every class) over experiment.utility_seeds (None: the
+  (utility_method@without-<class> for every class) over experiment.utility_seeds (empty: the
   same seeds), then the other baselines over experiment.baseline_seeds."""
   ec = config.experiment
   plan = [(m, tuple(ec.seeds)) for m in ec.methods]
