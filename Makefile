@@ -38,8 +38,17 @@ demo: $(VENV)/.installed
 # The headline result (README "Which synthetic classes are bad"): every method x 3 seeds on
 # renders with swapped and noise classes, then the other baselines on one seed; report in
 # $(EXPERIMENT_DIR)/report. About 1.5 hours on the 2-core dev machine.
+#
+# Then the few-shot experiment (README "Few-shot: does SynCon pay?"): 2 real images per class,
+# supcon, supcon_syn (clean, corrupted, oracle), the weighting schemes and the utility runs (one
+# per class without its synthetic folder) over 5 seeds; report in $(EXPERIMENT_DIR)_fewshot/report.
+# About 100 runs: some 3 hours of the 2-core machine (measured 2026-12-02: ~5 min a run with four
+# in parallel under load, a meta run ~16 min).
 experiment: $(VENV)/.installed
 	$(PY) -m syncon_jax.tools.experiment --config=$(CONFIG) --workdir=$(EXPERIMENT_DIR)
+	JAX_COMPILATION_CACHE_DIR=$(EXPERIMENT_DIR)_fewshot/jax_cache \
+	  $(PY) -m syncon_jax.tools.experiment --config=$(CONFIG):fewshot \
+	  --workdir=$(EXPERIMENT_DIR)_fewshot
 
 test: $(VENV)/.installed-test
 	$(PY) -m pytest -q -n 2 --dist loadfile --durations=15

@@ -64,6 +64,10 @@ def objective_config(arg: ml_collections.ConfigDict, *, block_size: int | None, 
   # SynCon's synthetic weights (syncon_jax/weighting.py).
   o.weighting = arg.weighting
   o.synthetic_weight = 0.5  # 'fixed': the weight; 'learned', 'hypernet': the initial weight
+  # Where synthetic rows sit in SynCon's denominators (losses.SYNTHETIC_DENOMINATORS): 'all' is
+  # the proposal's literal form; 'weighted' scales row u by its weight there too, so w = 0
+  # equals removing the class's synthetic images (README "Few-shot: does SynCon pay?").
+  o.synthetic_denominator = "all"
   # lambda sets the level the weights settle at (w_c ~ lambda / dL/dw_c, about 2 lambda here).
   o.weight_lambda = 0.25  # 'learned', 'hypernet': lambda of the -lambda * sum log w term
   o.weight_learning_rate = 0.5  # 'learned', 'hypernet': SGD step on the weights' parameters
@@ -75,6 +79,15 @@ def objective_config(arg: ml_collections.ConfigDict, *, block_size: int | None, 
   o.probation_steps = total_steps // 3  # 'auto': real-only steps that measure agreement
   o.auto_score = "nearest"  # 'auto': which agreement score becomes the weight
   o.probation_ssl_weight = 1.0  # 'auto': SimCLR on synthetic images during probation
+  # 'meta', 'meta_hypernet' (syncon_jax/meta_weighting.py): the meta-gradient of SupCon on the
+  # real images under fresh views, through meta_unroll SGD steps of size meta_inner_lr on SynCon.
+  o.meta_every = 1  # a meta-gradient every n steps (a meta step costs several plain steps)
+  o.meta_inner_lr = 0.1  # the lookahead's SGD step
+  o.meta_unroll = 1  # lookahead steps (each adds a forward and backward pass and its second order)
+  o.meta_learning_rate = 0.02  # 'meta': w moves by this times the centred, normalised gradient
+  o.meta_hypernet_learning_rate = 0.5  # 'meta_hypernet': the MLP's step on the pulled-back one
+  o.meta_params = "online"  # lookahead from the current parameters, or 'ema': from their EMA
+  o.meta_ema_decay = 0.99  # meta_params='ema'
   # triplet (syncon_jax/objectives/triplet.py). Batch-hard: Hermans et al. 2017's mining, which
   # needs O(rows^2) memory (batch_all's O(rows^3) does not fit paper batches).
   o.triplet_mining = "batch_hard"  # batch_hard | batch_all | plain

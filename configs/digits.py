@@ -17,7 +17,11 @@ Variants, comma separated after the colon:
                                         --config.objective.neighbors_file=runs/latent_vae/nn.npz
                                         neighbours from a latent model, see syncon_jax/latent)
   objective=rotation                    rotation prediction (Gidaris et al. 2018) on the real digits
-  weighting=auto|fixed|learned|hypernet|proto_sim   (default auto; see syncon_jax/weighting.py)
+  weighting=auto|fixed|learned|hypernet|proto_sim|meta|meta_hypernet
+                                        (default auto; see syncon_jax/weighting.py)
+  fewshot                               the few-shot regime (data.real_per_class labelled
+                                        real images per class; README "Few-shot: does SynCon
+                                        pay?"), its recipe and its experiment
   runlocal                              a few dozen steps on a tiny model, for tests
 
   python -m syncon_jax.main --config=configs/digits.py:objective=supcon,runlocal --workdir=/tmp/x
@@ -32,7 +36,7 @@ from configs import common
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  arg = common.parse_arg(arg, objective="syncon", weighting="auto", runlocal=False)
+  arg = common.parse_arg(arg, objective="syncon", weighting="auto", runlocal=False, fewshot=False)
   c = ml_collections.ConfigDict()
   c.seed = 0
   c.runlocal = bool(arg.runlocal)
@@ -57,6 +61,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.data.image_size = 16
   c.data.test_fraction = 0.3
   c.data.split_seed = 0
+  # The few-shot regime: k labelled real train images per class (0: all of them) are all that
+  # pretraining and the probe see; the rest of the train split is the validation pool, which only
+  # measures utility and selects hyperparameters. Drawn by real_subset_seed (None: the run's
+  # seed, so every seed of an experiment draws its own k).
+  c.data.real_per_class = 0
+  c.data.real_subset_seed = None
+  # Synthetic class folders left out of this run (recorded by tools/experiment; not read).
+  c.data.removed_classes = ()
   c.data.mean = (0.5, 0.5, 0.5)
   c.data.std = (0.5, 0.5, 0.5)
 
@@ -161,6 +173,16 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.experiment.render_seed = 0
   c.experiment.render_image_size = 32
   c.experiment.render_prompts_per_class = 10
+  c.experiment.class_names = tuple(str(d) for d in range(10))
+  # Utility (the ground truth of which classes are bad): utility_method without each class's
+  # synthetic folder, over experiment.seeds. Off here: the full-data experiment predates it.
+  c.experiment.utility = False
+  c.experiment.utility_method = "supcon_syn"
+  c.experiment.utility_seeds = ()  # empty: experiment.seeds
+  c.experiment.paired_references = ("supcon", "supcon_syn")
+
+  if arg.fewshot:
+    _fewshot(c)
 
   if c.runlocal:
     c.total_steps = 12
@@ -183,3 +205,65 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c, queue_size=64 if c.runlocal else 512, predictor_hidden_dim=16 if c.runlocal else 256
   )
   return c
+
+
+def _fewshot(c: ml_collections.ConfigDict) -> None:
+  """The few-shot regime and its experiment (README "Few-shot: does SynCon pay?").
+
+  The recipe was chosen on the validation pool, never on the test split: see the README for the
+  measurements behind k, the synthetic mass, the corrupted classes and the steps.
+  """
+  c.data.real_per_class = FEWSHOT_K
+  c.batch_size = 10 * FEWSHOT_K  # every labelled real image in every step
+  c.data.synthetic_per_real = FEWSHOT_SYNTHETIC_PER_REAL
+  c.total_steps = FEWSHOT_STEPS
+  c.objective.probation_steps = max(1, c.total_steps // 3)
+  c.optimizer.learning_rate = FEWSHOT_LEARNING_RATE
+  # One basic block per stage: a few-shot run is 2-3x cheaper than with resnet18 on the 2-core
+  # machine, and the experiment needs ~100 of them.
+  c.model.name = FEWSHOT_MODEL
+  c.optimizer.warmup_steps = 10
+  c.log_every_steps = 25
+  c.checkpoint_every_steps = c.total_steps
+  c.keep_checkpoints = 1
+  # The probe sees the same k images per class; L2 is chosen on halves of them (k = 2 leaves one
+  # image per class on each side).
+  c.eval.labels_per_class = 0
+  c.eval.heldout_fraction = 0.5
+  ec = c.experiment
+  ec.seeds = (0, 1, 2, 3, 4)
+  # Where synthetic rows sit in the denominators: 'weighted' (w = 0 removes a class), chosen by
+  # measurement (README "Few-shot: does SynCon pay?"); the full-data experiment keeps 'all'.
+  c.objective.synthetic_denominator = "weighted"
+  if c.objective.weighting in ("meta", "meta_hypernet"):
+    # The meta-gradient every 5 steps at 5x the step: on the 2-core machine a meta step cost
+    # ~25 plain steps (3.3 s against 0.13 s a step at every 5, under load).
+    c.objective.meta_every = 5
+    c.objective.meta_learning_rate = 0.1
+  ec.methods = (
+    "supcon",
+    "supcon_syn@clean",
+    "supcon_syn",
+    "supcon_syn@oracle",
+    "syncon-auto+all",
+    "syncon-auto+weighted",
+    "syncon-meta+all",
+    "syncon-meta+weighted",
+    "syncon-learned",
+    "syncon-fixed",
+  )
+  ec.baselines = ()
+  ec.utility = True
+  ec.corrupt_classes = FEWSHOT_CORRUPT
+  ec.corruption = FEWSHOT_CORRUPTION
+
+
+# The few-shot recipe (chosen on the pool; README "Few-shot: does SynCon pay?").
+FEWSHOT_K = 2
+FEWSHOT_SYNTHETIC_PER_REAL = 4
+FEWSHOT_STEPS = 150
+FEWSHOT_LEARNING_RATE = 0.1
+FEWSHOT_MODEL = "resnet_tiny"
+# Two mutual swaps (3 <-> 8 and 1 <-> 6: each folder holds the other digit's renders).
+FEWSHOT_CORRUPT = ("3", "8", "1", "6")
+FEWSHOT_CORRUPTION = "swap"

@@ -16,6 +16,8 @@ architecture, which shows what pretraining bought. Writes
 
 `evaluate` alone (what tools/experiment calls per run) runs only the few-label probe and writes
 linear_eval.json.
+In the few-shot regime (data.real_per_class) the few-label probe is fitted on the run's k
+labelled images per class and also scored on the validation pool (`pool_top1`).
 """
 
 import json
@@ -104,14 +106,21 @@ def evaluate(config, workdir: str, step: int | None = None) -> dict:
   """Runs the three probes and writes <workdir>/linear_eval.json; returns its contents."""
   # Before the data loads (seconds to minutes): a workdir without a checkpoint is a mistake.
   validate.check_workdir(workdir, must_hold_checkpoints=True)
-  train, test, class_names = data.load_real(config.data)
+  train, pool, test, class_names = data.load_splits(config)
   ec = config.eval
+  # In the few-shot regime `train` holds only the k images per class that pretraining saw, so the
+  # probe is fitted on those same labelled images (eval.labels_per_class 0 or >= k: all of them).
   labelled = linear_probe.few_label_indices(train.labels, ec.labels_per_class, ec.probe_seed)
   # Only the labelled train images are ever read: cheap for lazily decoded data sets too.
   train_images, test_images = train.images[labelled], test.images[np.arange(len(test.labels))]
+  pool_images = pool.images[np.arange(len(pool.labels))] if len(pool.labels) else None
 
   def probe(features) -> dict:
-    """features: images [N, H, W, 3] uint8 -> [N, F]; fits on labelled train, scores test."""
+    """features: images [N, H, W, 3] uint8 -> [N, F]; fits on labelled train, scores test (and
+    the validation pool, in the few-shot regime)."""
+    extra = None
+    if pool_images is not None:
+      extra = {"pool": (features(pool_images), pool.labels)}
     return linear_probe.linear_probe(
       features(train_images),
       train.labels[labelled],
@@ -121,6 +130,7 @@ def evaluate(config, workdir: str, step: int | None = None) -> dict:
       heldout_fraction=ec.heldout_fraction,
       seed=ec.probe_seed,
       num_classes=len(class_names),
+      extra_sets=extra,
     )
 
   random_model = nnx.merge(*init_model(config))
@@ -133,6 +143,16 @@ def evaluate(config, workdir: str, step: int | None = None) -> dict:
   out = legacy_json(
     result, raw_result, random_result, class_names, ec, restored, len(labelled), len(test.labels)
   )
+  out["real_per_class"] = int(config.data.get("real_per_class") or 0)
+  if pool_images is not None:
+    # The validation pool: the few-shot regime's measure of utility and hyperparameter choice.
+    out["pool_top1"] = result["pool"]["top1"]
+    out["pool_per_class_top1"] = dict(
+      zip(class_names, result["pool"]["per_class_top1"], strict=True)
+    )
+    out["raw_pixels_pool_top1"] = raw_result["pool"]["top1"]
+    out["random_encoder_pool_top1"] = random_result["pool"]["top1"]
+    out["num_pool"] = int(len(pool.labels))
   if jax.process_index() == 0:
     with open(os.path.join(workdir, "linear_eval.json"), "w") as f:
       json.dump(out, f, indent=2)

@@ -144,8 +144,10 @@ def _combine(lse, acc_l, acc_w, acc_n, anchor_w) -> Array:
   return jnp.sum(anchor_w * loss_r) / jnp.maximum(jnp.sum(anchor_w), 1)
 
 
-def _dense_core(k, n_rows: int, cw, temperature, meta: _Meta, n_groups: int) -> Array:
-  """The core on the full [R, N] matrix, written like the references; autodiff gradients."""
+def _dense_core(k, n_rows: int, cw, temperature, meta: _Meta, n_groups: int, den_w=None) -> Array:
+  """The core on the full [R, N] matrix, written like the references; autodiff gradients.
+
+  den_w [N] (None: ones) scales each column's exp in every denominator."""
   q = k[:n_rows]
   logits = jnp.matmul(q, k.T, precision=_PRECISION) / temperature
   row_key = meta.col_key[:n_rows]
@@ -162,7 +164,8 @@ def _dense_core(k, n_rows: int, cw, temperature, meta: _Meta, n_groups: int) -> 
   # Shift inside the `where` so excluded entries (the self-similarity) never reach exp:
   # exp of a large excluded logit is inf, and inf * 0 in the backward pass is NaN.
   shifted = jnp.where(allowed, logits - row_max, 0)
-  denom = jnp.sum(jnp.where(allowed, jnp.exp(shifted), 0), axis=1, keepdims=True)
+  terms = jnp.exp(shifted) if den_w is None else den_w[None, :] * jnp.exp(shifted)
+  denom = jnp.sum(jnp.where(allowed, terms, 0), axis=1, keepdims=True)
   lse = row_max + jnp.log(jnp.where(denom > 0, denom, 1))
   log_prob = logits - lse
   loss_r = 0
@@ -214,30 +217,37 @@ def _blocks(x: Array, size: int) -> Array:
   return x.reshape((x.shape[0] // size, size) + x.shape[1:])
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6))
-def _streaming_lse(q, k, temperature, col_valid, row_needed, bs_r: int, bs_c: int) -> Array:
-  """lse[r] = log sum_{c valid, c != r} exp(q_r . k_c / T), [R]; 0 for a row with no column
-  and for row blocks without a needed row (SynCon's synthetic rows are not anchors).
+@functools.partial(jax.custom_vjp, nondiff_argnums=(6, 7))
+def _streaming_lse(q, k, temperature, col_valid, row_needed, col_w, bs_r: int, bs_c: int) -> Array:
+  """lse[r] = log sum_{c valid, c != r} col_w[c] exp(q_r . k_c / T), [R]; 0 for a row with no
+  column and for row blocks without a needed row (SynCon's synthetic rows are not anchors).
+  col_w [N] >= 0 (ones but for SynCon's weighted denominators) is differentiable.
 
   q [R, D] and k [N, D] are padded to whole blocks. Row blocks stream over column blocks with
   an online max; the backward pass recomputes the blocks, so memory is O((R + N) * D + bs^2).
   """
-  return _streaming_lse_fwd(q, k, temperature, col_valid, row_needed, bs_r, bs_c)[0]
+  return _streaming_lse_fwd(q, k, temperature, col_valid, row_needed, col_w, bs_r, bs_c)[0]
 
 
-def _lse_blocks(q, k, col_valid, bs_r, bs_c):
+def _lse_blocks(q, k, col_valid, col_w, bs_r, bs_c):
   rows = (_blocks(q, bs_r), _blocks(jnp.arange(q.shape[0]), bs_r))
-  cols = (_blocks(k, bs_c), _blocks(col_valid, bs_c), _blocks(jnp.arange(k.shape[0]), bs_c))
+  cols = (
+    _blocks(k, bs_c),
+    _blocks(col_valid, bs_c),
+    _blocks(jnp.arange(k.shape[0]), bs_c),
+    _blocks(col_w, bs_c),
+  )
   return rows, cols
 
 
-def _block_logits(q_i, rows_i, k_j, valid_j, cols_j, temperature):
+def _block_logits(q_i, rows_i, k_j, valid_j, cols_j, w_j, temperature):
+  del w_j
   logits = jnp.matmul(q_i, k_j.T, precision=_PRECISION) / temperature
   return logits, valid_j[None, :] & (cols_j[None, :] != rows_i[:, None])
 
 
-def _streaming_lse_fwd(q, k, temperature, col_valid, row_needed, bs_r, bs_c):
-  rows, cols = _lse_blocks(q, k, col_valid, bs_r, bs_c)
+def _streaming_lse_fwd(q, k, temperature, col_valid, row_needed, col_w, bs_r, bs_c):
+  rows, cols = _lse_blocks(q, k, col_valid, col_w, bs_r, bs_c)
 
   def row_block(row):
     q_i, rows_i, needed_i = row
@@ -246,7 +256,7 @@ def _streaming_lse_fwd(q, k, temperature, col_valid, row_needed, bs_r, bs_c):
       run_max, run_sum = carry
       logits, allowed = _block_logits(q_i, rows_i, *col, temperature)
       new_max = jnp.maximum(run_max, jnp.max(jnp.where(allowed, logits, _NEG_SENTINEL), axis=1))
-      exps = jnp.exp(jnp.where(allowed, logits - new_max[:, None], -jnp.inf))
+      exps = col[-1][None, :] * jnp.exp(jnp.where(allowed, logits - new_max[:, None], -jnp.inf))
       return (new_max, run_sum * jnp.exp(run_max - new_max) + jnp.sum(exps, axis=1)), None
 
     def stream():
@@ -258,37 +268,40 @@ def _streaming_lse_fwd(q, k, temperature, col_valid, row_needed, bs_r, bs_c):
     return jax.lax.cond(jnp.any(needed_i), stream, lambda: jnp.zeros(bs_r, q.dtype))
 
   lse = jax.lax.map(row_block, rows + (_blocks(row_needed, bs_r),)).reshape(-1)
-  return lse, (q, k, temperature, col_valid, lse)
+  return lse, (q, k, temperature, col_valid, col_w, lse)
 
 
 def _streaming_lse_bwd(bs_r, bs_c, res, ct):
-  q, k, temperature, col_valid, lse = res
-  rows, cols = _lse_blocks(q, k, col_valid, bs_r, bs_c)
+  q, k, temperature, col_valid, col_w, lse = res
+  rows, cols = _lse_blocks(q, k, col_valid, col_w, bs_r, bs_c)
 
-  # d lse_r / d l_rc = p_rc (the softmax), so with G = ct * p: dq = G k / T, dk = G^T q / T.
-  def row_block(dk, row):
+  # d lse_r / d l_rc = p_rc = w_c exp(l_rc - lse_r), so with G = ct * p: dq = G k / T,
+  # dk = G^T q / T; and d lse_r / d w_c = exp(l_rc - lse_r), so dw_c = sum_r ct_r exp(...).
+  def row_block(carry, row):
+    dk, dw = carry
     q_i, rows_i, lse_i, ct_i = row
 
     def col_step(dq_i, col):
-      k_j = col[0]
+      k_j, w_j = col[0], col[-1]
       logits, allowed = _block_logits(q_i, rows_i, *col, temperature)
-      g = ct_i[:, None] * jnp.exp(jnp.where(allowed, logits - lse_i[:, None], -jnp.inf))
+      e = ct_i[:, None] * jnp.exp(jnp.where(allowed, logits - lse_i[:, None], -jnp.inf))
+      g = e * w_j[None, :]
       dq_i = dq_i + jnp.matmul(g, k_j, precision=_PRECISION)
-      return dq_i, jnp.matmul(g.T, q_i, precision=_PRECISION)
+      return dq_i, (jnp.matmul(g.T, q_i, precision=_PRECISION), jnp.sum(e, axis=0))
 
     def stream():
-      dq_i, dk_parts = jax.lax.scan(col_step, jnp.zeros_like(q_i), cols)
-      return dk + dk_parts.reshape(k.shape), dq_i
+      dq_i, (dk_parts, dw_parts) = jax.lax.scan(col_step, jnp.zeros_like(q_i), cols)
+      return (dk + dk_parts.reshape(k.shape), dw + dw_parts.reshape(dw.shape)), dq_i
 
     # Rows that are not anchors (or padding) get a zero cotangent: skip their blocks.
-    return jax.lax.cond(jnp.any(ct_i != 0), stream, lambda: (dk, jnp.zeros_like(q_i)))
+    return jax.lax.cond(jnp.any(ct_i != 0), stream, lambda: ((dk, dw), jnp.zeros_like(q_i)))
 
   row_ct = rows + (_blocks(lse, bs_r), _blocks(ct, bs_r))
-  dk, dq = jax.lax.scan(row_block, jnp.zeros_like(k), row_ct)
+  (dk, dw), dq = jax.lax.scan(row_block, (jnp.zeros_like(k), jnp.zeros_like(col_w)), row_ct)
   dq, dk = dq.reshape(q.shape) / temperature, dk / temperature
   # d l_rc / dT = -l_rc / T, and sum_rc G_rc l_rc = T * sum_r q_r . dq_r: no extra pass.
   dtemp = -jnp.sum(q * dq) / temperature
-  return dq, dk, dtemp.astype(temperature.dtype), None, None
+  return dq, dk, dtemp.astype(temperature.dtype), None, None, dw
 
 
 _streaming_lse.defvjp(_streaming_lse_fwd, _streaming_lse_bwd)
@@ -299,12 +312,21 @@ def _pad_to(x: Array, size: int) -> Array:
 
 
 def _contrastive_core(
-  k: Array, n_rows: int, cw: Array, temperature, meta: _Meta, *, n_groups: int, block_size
+  k: Array,
+  n_rows: int,
+  cw: Array,
+  temperature,
+  meta: _Meta,
+  *,
+  n_groups: int,
+  block_size,
+  den_w: Array | None = None,
 ) -> Array:
-  """The loss for anchors k[:n_rows] against columns k; dense or blockwise."""
+  """The loss for anchors k[:n_rows] against columns k; dense or blockwise. den_w [N] (None:
+  ones) multiplies each column's term in every denominator."""
   temperature = jnp.asarray(temperature, k.dtype)
   if block_size is None:
-    return _dense_core(k, n_rows, cw, temperature, meta, n_groups)
+    return _dense_core(k, n_rows, cw, temperature, meta, n_groups, den_w)
   acc_l, acc_w, acc_n = _positive_sums(k, n_rows, cw, temperature, meta, n_groups)
   n_cols = k.shape[0]
   bs_r, bs_c = min(block_size, n_rows), min(block_size, n_cols)
@@ -312,7 +334,8 @@ def _contrastive_core(
   # Padded columns are invalid; padded rows are not needed.
   q, k_p = _pad_to(k[:n_rows], rows_p), _pad_to(k, cols_p)
   col_valid, needed = _pad_to(meta.col_valid, cols_p), _pad_to(meta.anchor_w > 0, rows_p)
-  lse = _streaming_lse(q, k_p, temperature, col_valid, needed, bs_r, bs_c)
+  col_w = _pad_to(jnp.ones(n_cols, k.dtype) if den_w is None else den_w, cols_p)
+  lse = _streaming_lse(q, k_p, temperature, col_valid, needed, col_w, bs_r, bs_c)
   return _combine(lse[:n_rows], acc_l, acc_w, acc_n, meta.anchor_w)
 
 
@@ -403,7 +426,15 @@ def supcon_loss(
   return (temperature / base_temperature) * loss
 
 
-@_jit_loss("block_size")
+# Where SynCon's synthetic rows sit in the denominators (objective.synthetic_denominator):
+#   'all'       the proposal's literal form: every synthetic row counts 1 in every A(i), so a
+#               class at w = 0 still pushes every anchor (its own class's too) away from it;
+#   'weighted'  synthetic row u counts w_u in every denominator, so w = 0 is the same as removing
+#               the row from the batch (and w = 1 is the literal form).
+SYNTHETIC_DENOMINATORS = ("all", "weighted")
+
+
+@_jit_loss("block_size", "synthetic_denominator")
 def syncon_loss(
   features: Array,
   labels: Array,
@@ -414,12 +445,15 @@ def syncon_loss(
   base_temperature: float | None = None,
   valid: Array | None = None,
   block_size: int | None = None,
+  synthetic_denominator: str = "all",
 ) -> Array:
   """SynCon: SupCon over real anchors with weighted synthetic positives (DESIGN.md).
 
   For real anchor i: A(i) all valid rows but i, P(i) real valid rows of i's class but i,
   U(i) synthetic valid rows of i's class, log p = log softmax over A(i);
   loss_i = -mean_P log p - (1/|U|) sum_U w_u log p (an empty P or U gives 0 for its term).
+  synthetic_denominator 'all': every row of A(i) counts 1 in the softmax's denominator;
+  'weighted': a synthetic row u counts w_u there (w_u = 0 equals deleting the row).
 
   Args:
     features: [n, dim] L2-normalised rows (every view of every real and synthetic sample),
@@ -433,12 +467,18 @@ def syncon_loss(
     valid: [n] bool or None (all valid). Invalid rows (placeholder synthetic rows) are neither
       anchors, positives nor in any denominator.
     block_size: rows/columns per block for the memory-linear path; None builds the matrix.
+    synthetic_denominator: 'all' | 'weighted' (SYNTHETIC_DENOMINATORS).
 
   Returns:
     Scalar: (T / T_base) * mean over real valid anchors of loss_i (0 when there are none).
   """
   base_temperature = temperature if base_temperature is None else base_temperature
   _check_block_size(block_size)
+  if synthetic_denominator not in SYNTHETIC_DENOMINATORS:
+    raise ConfigError(
+      f"objective.synthetic_denominator must be one of {list(SYNTHETIC_DENOMINATORS)}, "
+      f"got {synthetic_denominator!r}"
+    )
   if features.ndim != 2:
     raise ValueError(f"features must be [n, dim], got shape {features.shape}")
   n = features.shape[0]
@@ -462,8 +502,11 @@ def syncon_loss(
   )
   features = features.astype(dtype)
   weights = jnp.stack([jnp.ones(n, dtype), jnp.asarray(synthetic_weight).astype(dtype)])
+  den_w = None
+  if synthetic_denominator == "weighted":
+    den_w = jnp.where(is_synthetic, weights[1], 1)
   loss = _contrastive_core(
-    features, n, weights, temperature, meta, n_groups=2, block_size=block_size
+    features, n, weights, temperature, meta, n_groups=2, block_size=block_size, den_w=den_w
   )
   return (temperature / base_temperature) * loss
 

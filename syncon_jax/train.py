@@ -160,40 +160,39 @@ def make_train_step(graphdef: nnx.GraphDef, tx, config):
   """
   objective = objectives.get_objective(config.objective.name)
   n_views = config.objective.n_views
-  base_key = jax.random.key(config.seed)
 
-  def train_step(state: TrainState, batch: dict[str, jax.Array]):
+  def train_step(state: TrainState, batch: dict[str, jax.Array], seed=None):
+    # seed: None (config.seed) or a traced int32 scalar; train_and_evaluate passes it traced so
+    # that runs differing only in their seed share one compiled program (the persistent cache
+    # then serves an experiment's every seed).
+    base_key = jax.random.key(config.seed if seed is None else seed)
     images = jnp.concatenate([batch["real_images"][:, None], batch["synthetic_images"]], axis=1)
     b, k = images.shape[:2]  # k = 1 + synthetic_per_real
-    # One key per (sample, slot, view), from the sample's global position, so a sample's
-    # augmentation depends neither on the step's sharding nor on the number of hosts.
+
+    def augment_views(key, imgs):
+      # imgs uint8 [b, m, H, W, C] -> preprocessed views [b, m, n_views, h, w, C]. One key per
+      # (sample, slot, view), from the sample's global position, so a sample's augmentation
+      # depends neither on the step's sharding nor on the number of hosts.
+      m = imgs.shape[1]
+      keys = jax.vmap(lambda i: jax.random.split(jax.random.fold_in(key, i), m * n_views))(
+        batch["index"]
+      )
+      flat = jnp.broadcast_to(imgs[:, :, None], (b, m, n_views, *imgs.shape[2:]))
+      flat = flat.reshape(b * m * n_views, *imgs.shape[2:])
+      views = augment.augment_batch(
+        keys.reshape(-1), flat, config.augment, out_size=config.data.image_size
+      )
+      return preprocess(views, config).reshape(b, m, n_views, *views.shape[1:])
+
     step_key = jax.random.fold_in(base_key, state.step)
-    keys = jax.vmap(lambda i: jax.random.split(jax.random.fold_in(step_key, i), k * n_views))(
-      batch["index"]
-    )
-    flat = jnp.broadcast_to(images[:, :, None], (b, k, n_views, *images.shape[2:]))
-    flat = flat.reshape(b * k * n_views, *images.shape[2:])
-    views = augment.augment_batch(
-      keys.reshape(-1), flat, config.augment, out_size=config.data.image_size
-    )
-    x = preprocess(views, config)
+    x = augment_views(step_key, images)
+    x = x.reshape(b * k * n_views, *x.shape[3:])
 
     neighbor_views = None
     if "neighbor_images" in batch:
       # One view per real view of each real image's neighbour, keys from the sample's position.
       nb_step_key = jax.random.fold_in(jax.random.fold_in(base_key, NEIGHBOR_STREAM), state.step)
-      nb_keys = jax.vmap(lambda i: jax.random.split(jax.random.fold_in(nb_step_key, i), n_views))(
-        batch["index"]
-      )
-      nb = batch["neighbor_images"]
-      nb = jnp.broadcast_to(nb[:, None], (b, n_views, *nb.shape[1:]))
-      nb = augment.augment_batch(
-        nb_keys.reshape(-1),
-        nb.reshape(b * n_views, *nb.shape[2:]),
-        config.augment,
-        out_size=config.data.image_size,
-      )
-      neighbor_views = preprocess(nb, config).reshape(b, n_views, *nb.shape[1:])
+      neighbor_views = augment_views(nb_step_key, batch["neighbor_images"][:, None])[:, 0]
     objective_key = jax.random.fold_in(jax.random.fold_in(base_key, OBJECTIVE_STREAM), state.step)
 
     def apply(params, images):
@@ -226,6 +225,8 @@ def make_train_step(graphdef: nnx.GraphDef, tx, config):
         neighbor_views=neighbor_views,
         key=objective_key,
         params=params,
+        images=images,
+        augment=jax.tree_util.Partial(augment_views),
       )
       out = objective.loss(inputs, objective_state, config.objective)
       loss, aux = out[:2]
@@ -244,7 +245,10 @@ def make_train_step(graphdef: nnx.GraphDef, tx, config):
       objective_state, update_aux = objective.update(
         state.objective,
         objective_grads,
-        jax.tree.map(jax.lax.stop_gradient, inputs._replace(online_params=params, carry=carry)),
+        jax.tree.map(
+          jax.lax.stop_gradient,
+          inputs._replace(params=state.params, online_params=params, carry=carry),
+        ),
         config.objective,
       )
       aux = {**aux, **update_aux}
@@ -286,8 +290,12 @@ def check_batch_size(config) -> None:
 
 
 def load_data(config, uses_synthetic: bool):
-  """-> (train Split, class_names, synthetic SyntheticSet or None)."""
-  train, _, class_names = data.load_real(config.data)
+  """-> (train Split, class_names, synthetic SyntheticSet or None).
+
+  In the few-shot regime (data.real_per_class) train holds only the k images per class; the
+  validation pool and the test split never reach training.
+  """
+  train, _, _, class_names = data.load_splits(config)
   synthetic = None
   if uses_synthetic:
     if not config.data.synthetic_dir:
@@ -319,7 +327,7 @@ def global_batch(host: dict[str, np.ndarray], sharding: NamedSharding) -> dict[s
 COMPILE_BARRIER_TIMEOUT_S = 3600
 
 
-def compile_and_meet(step_fn, state: TrainState, batch: dict[str, jax.Array]):
+def compile_and_meet(step_fn, state: TrainState, batch: dict[str, jax.Array], *args):
   """Compiles step_fn for these arguments, then waits until every process has compiled it.
 
   For multi-process runs. Hosts finish compiling at different times (only process 0's key
@@ -327,7 +335,7 @@ def compile_and_meet(step_fn, state: TrainState, batch: dict[str, jax.Array]):
   processes of a collective 30 s to meet; this barrier uses the distributed runtime's key-value
   store instead, which waits as long as COMPILE_BARRIER_TIMEOUT_S.
   """
-  compiled = step_fn.lower(state, batch).compile()
+  compiled = step_fn.lower(state, batch, *args).compile()
   ocp.multihost.sync_global_processes(
     "train_step_compiled",
     timeout=COMPILE_BARRIER_TIMEOUT_S,
@@ -475,6 +483,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     donate_argnums=(0,),
     out_shardings=(replicated, replicated),
   )
+  seed = jax.make_array_from_callback((), replicated, lambda _: np.asarray(config.seed, np.int32))
   writer = metrics.MetricWriter(workdir, start_step=int(jax.device_get(state.step)))
   is_syncon = config.objective.name == "syncon"
   start = int(jax.device_get(state.step))
@@ -500,8 +509,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
         next_host = prefetch.submit(host_batch, step + 1)
       batch = global_batch(host, batch_sharding)
       if step == start and jax.process_count() > 1:
-        step_fn = compile_and_meet(step_fn, state, batch)
-      state, step_metrics = step_fn(state, batch)
+        step_fn = compile_and_meet(step_fn, state, batch, seed)
+      state, step_metrics = step_fn(state, batch, seed)
       done = step + 1
       if step == start:
         # Throughput and ETA count from the end of the first step, which includes compilation.

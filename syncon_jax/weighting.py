@@ -28,6 +28,10 @@ step's `objectives.StepInputs` under stop-gradient. Schemes:
              real prototype (domain-centred encoder features); at the end of probation w_c is
              frozen to that agreement above chance, relative to the real images' own (see
              auto_weights and README "Which synthetic classes are bad").
+  meta       weights as hyperparameters: the meta-gradient of a real-only loss through a lookahead
+             step of the model (Ren et al. 2018), normalised, centred, clipped to [0, 1]; see
+             meta_weighting.py.
+  meta_hypernet  the same meta-gradient trains the hypernetwork's MLP (Shu et al. 2019).
 
 Running statistics are per-class exponential moving averages (decay objective.stats_decay) that
 only move for the classes present in a batch, with Adam-style debiasing, so a class seen once is
@@ -39,7 +43,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from syncon_jax import losses
+from syncon_jax import losses, meta_weighting
 from syncon_jax.errors import ConfigError
 
 
@@ -48,6 +52,9 @@ class Scheme(NamedTuple):
   class_weights: Any
   penalty: Any
   update: Any
+  # init_target(state, params, config) -> state, or None: called once with the model's initial
+  # parameters (the meta schemes keep an EMA of them; see meta_weighting.py).
+  init_target: Any = None
 
 
 def _no_penalty(state, inputs, config):
@@ -225,6 +232,13 @@ def _fixed_init(num_classes: int, feat_dim: int, config) -> dict:
 def _state_weights(state: dict, config) -> jax.Array:
   del config
   return state["w"]
+
+
+def _fixed_weights(state: dict, config) -> jax.Array:
+  # From the config, not the state: a resumed run whose synthetic_weight was changed must use
+  # the new value, not the one its checkpoint was written with.
+  w = _check_unit("synthetic_weight", config.synthetic_weight)
+  return jnp.full_like(state["w"], w)
 
 
 def _fixed_update(state, grads, inputs, config):
@@ -421,11 +435,25 @@ def _auto_update(state, grads, inputs, config):
 # ----------------------------------------------------------------------------------------------
 
 SCHEMES: dict[str, Scheme] = {
-  "fixed": Scheme(_fixed_init, _state_weights, _no_penalty, _fixed_update),
+  "fixed": Scheme(_fixed_init, _fixed_weights, _no_penalty, _fixed_update),
   "learned": Scheme(_learned_init, _learned_weights, _learned_penalty, _learned_update),
   "hypernet": Scheme(_hypernet_init, _hypernet_weights, _hypernet_penalty, _hypernet_update),
   "proto_sim": Scheme(_proto_init, _proto_weights, _no_penalty, _proto_update),
   "auto": Scheme(_auto_init, _state_weights, _auto_penalty, _auto_update),
+  "meta": Scheme(
+    meta_weighting.init,
+    meta_weighting.class_weights,
+    _no_penalty,
+    meta_weighting.update,
+    meta_weighting.init_target,
+  ),
+  "meta_hypernet": Scheme(
+    meta_weighting.hypernet_init,
+    meta_weighting.class_weights,
+    _no_penalty,
+    meta_weighting.hypernet_update,
+    meta_weighting.init_target,
+  ),
 }
 
 

@@ -358,3 +358,53 @@ def test_sampler_config_errors():
     _sampler(REAL, SYN, S=-1)
   with pytest.raises(DataError, match="labels"):
     _sampler(REAL, np.array([0, 5]), C=3)
+
+
+# ----------------------------------------------------------------------------- few-shot regime
+
+
+def _fewshot_config(k, seed=0, subset_seed=None) -> ml_collections.ConfigDict:
+  return ml_collections.ConfigDict(
+    {"seed": seed, "data": dict(_digits_config().to_dict(), real_per_class=k,
+                                real_subset_seed=subset_seed)}
+  )  # fmt: skip
+
+
+def test_fewshot_keeps_k_per_class_and_the_rest_is_the_pool():
+  full, test, _ = data.load_real(_digits_config())
+  splits = data.load_splits(_fewshot_config(3, seed=4))
+  np.testing.assert_array_equal(np.bincount(splits.train.labels), [3] * 10)
+  assert len(splits.pool.labels) == len(full.labels) - 30
+  # train and pool partition the train split; the test split is untouched.
+  assert _rows(np.concatenate([splits.train.images, splits.pool.images]),
+               np.concatenate([splits.train.labels, splits.pool.labels])) == _rows(
+    full.images, full.labels)  # fmt: skip
+  assert not set(_rows(splits.train.images, splits.train.labels)) & set(
+    _rows(splits.pool.images, splits.pool.labels)
+  )
+  np.testing.assert_array_equal(splits.test.images, test.images)
+  # The subset follows the run's seed unless real_subset_seed is set.
+  other = data.load_splits(_fewshot_config(3, seed=5))
+  assert _rows(*other.train) != _rows(*splits.train)
+  pinned = data.load_splits(_fewshot_config(3, seed=5, subset_seed=4))
+  assert _rows(*pinned.train) == _rows(*splits.train)
+
+
+def test_fewshot_off_and_bad_k():
+  full, _, _ = data.load_real(_digits_config())
+  splits = data.load_splits(_fewshot_config(0))
+  np.testing.assert_array_equal(splits.train.labels, full.labels)
+  assert len(splits.pool.labels) == 0
+  with pytest.raises(DataError, match="real_per_class=1000"):
+    data.load_splits(_fewshot_config(1000))
+  with pytest.raises(ConfigError, match="real_per_class"):
+    data.load_splits(_fewshot_config(-1))
+
+
+def test_fewshot_config_follows_the_seed_override():
+  from configs import digits as digits_config
+
+  c = digits_config.get_config("objective=supcon,fewshot")
+  assert c.data.real_per_class > 0 and c.batch_size == 10 * c.data.real_per_class
+  c.seed = 3
+  assert data.real_subset_seed(c) == 3

@@ -124,3 +124,164 @@ def test_run_experiment_writes_the_report_and_does_not_retrain(tmp_path):
   again = experiment.run_experiment(config, str(tmp_path))
   assert metrics.stat().st_mtime_ns == before  # read back, not trained again
   assert again["methods"] == summary["methods"]
+
+
+# ----------------------------------------------------------------------------- few-shot additions
+
+
+def test_synthetic_sets_and_denominators_in_method_names():
+  assert experiment.split_method("supcon_syn@clean") == ("supcon_syn", "clean")
+  assert experiment.split_method("syncon-auto") == ("syncon-auto", "corrupted")
+  assert experiment.parse_method("supcon_syn@without-3") == ("supcon_syn", None)
+  assert experiment.parse_method("syncon-fixed+weighted@oracle") == ("syncon", "fixed")
+  assert experiment.method_denominator("syncon-fixed+weighted") == "weighted"
+  assert experiment.method_denominator("syncon-fixed") is None
+  with pytest.raises(ConfigError, match="after '@'"):
+    experiment.split_method("supcon_syn@dirty")
+  with pytest.raises(ConfigError, match="denominator form"):
+    experiment.method_denominator("syncon-fixed+own")
+  config = digits.get_config("fewshot")
+  make = experiment._edit_config(config)
+  c = experiment.method_config(make, config, "syncon-fixed+weighted@oracle", 2, "/s/syn")
+  assert c.objective.synthetic_denominator == "weighted" and c.seed == 2
+  assert c.data.synthetic_dir == "/s/syn@oracle"
+  assert list(c.data.removed_classes) == [str(x) for x in config.experiment.corrupt_classes]
+  c = experiment.method_config(make, config, "supcon_syn@clean", 0, "/s/syn")
+  assert c.data.corrupt_classes == () and c.data.removed_classes == ()
+
+
+def test_removal_sets_hold_the_corrupted_renders_minus_the_removed_folders(tmp_path):
+  from syncon_jax.data import folders
+
+  config = digits.get_config("fewshot")
+  ec = config.experiment
+  ec.render_per_class, ec.render_prompts_per_class, ec.render_image_size = 3, 1, 8
+  out = str(tmp_path / "syn")
+  experiment.make_synthetic_sets(config, out, ["corrupted", "oracle", "without-2", "clean"])
+  names = [str(c) for c in range(10)]
+  full = folders.load_synthetic(out, names, image_size=8)
+  oracle = folders.load_synthetic(out + "@oracle", names, image_size=8)
+  bad = {names.index(c) for c in ec.corrupt_classes}
+  keep = ~np.isin(full.labels, list(bad))
+  np.testing.assert_array_equal(oracle.labels, full.labels[keep])
+  np.testing.assert_array_equal(oracle.images, full.images[keep])
+  without2 = folders.load_synthetic(out + "@without-2", names, image_size=8)
+  assert 2 not in without2.labels and len(without2.labels) == len(full.labels) - 3
+  clean = folders.load_synthetic(out + "@clean", names, image_size=8)
+  swapped = names.index(ec.corrupt_classes[0])
+  differs = lambda a, b, c: not np.array_equal(a.images[a.labels == c], b.images[b.labels == c])
+  assert differs(clean, full, swapped) and not differs(clean, full, 0)
+
+
+def test_t_interval_paired_difference_and_spearman():
+  from scipy import stats
+
+  v = [0.70, 0.74, 0.71, 0.78, 0.73]
+  ci = experiment.t_interval(v)
+  lo, hi = stats.t.interval(0.95, 4, loc=np.mean(v), scale=stats.sem(v))
+  assert ci["lo"] == pytest.approx(lo) and ci["hi"] == pytest.approx(hi) and ci["n"] == 5
+  assert experiment.t_interval([0.5])["half"] is None
+  d = experiment.paired_difference({0: 0.8, 1: 0.9, 2: 0.7}, {0: 0.7, 1: 0.85, 2: 0.7, 3: 0.1})
+  assert d["seeds"] == [0, 1, 2] and d["mean"] == pytest.approx(0.05)
+  assert experiment.spearman([1, 2, 3, 4], [10, 30, 20, 40]) == pytest.approx(0.8)
+  assert experiment.spearman([1, 1, 1], [1, 2, 3]) is None
+
+
+def test_fewshot_summary_utility_paired_and_rho(tmp_path):
+  """Fake runs: class c's removal changes pool top-1 by a known amount on every seed."""
+  config = digits.get_config("fewshot")
+  ec = config.experiment
+  ec.methods = ("supcon", "supcon_syn", "syncon-fixed")
+  ec.seeds = (0, 1, 2)
+  names = list(ec.class_names)
+  # U_c = +2 points for 0..4, -3 points for 5..7, ~0 (noise) for 8, 9.
+  true_u = {n: (0.02 if int(n) < 5 else -0.03 if int(n) < 8 else 0.0) for n in names}
+  jitter = {0: -0.004, 1: 0.0, 2: 0.004}
+  base_pool = {0: 0.80, 1: 0.82, 2: 0.78}
+  pools = {"supcon": {s: base_pool[s] - 0.05 for s in ec.seeds},
+           "supcon_syn": base_pool, "syncon-fixed": {s: base_pool[s] + 0.01 for s in ec.seeds}}  # fmt: skip
+  for n in names:
+    pools[f"supcon_syn@without-{n}"] = {
+      s: base_pool[s] - true_u[n] + (jitter[s] if int(n) >= 8 else 0.0) for s in ec.seeds
+    }
+  weights = {n: 1.0 - 0.1 * int(n) for n in names}  # ranks 0..9 as U does, ties aside
+  for method, seeds in experiment.schedule(config):
+    for s in seeds:
+      run = tmp_path / "runs" / method / f"seed{s}"
+      os.makedirs(run)
+      recall = {n: 1.0 for n in names}
+      probe = {"top1": pools[method][s] - 0.01, "pool_top1": pools[method][s],
+               "per_class_top1": recall}  # fmt: skip
+      (run / "linear_eval.json").write_text(json.dumps(probe))
+      (run / "synthetic_weights.json").write_text(json.dumps(weights))
+  summary = experiment.summarise(config, str(tmp_path))
+  u = summary["utility"]
+  assert u["0"]["verdict"] == "helpful" and u["0"]["mean"] == pytest.approx(0.02)
+  assert u["6"]["verdict"] == "harmful" and u["6"]["mean"] == pytest.approx(-0.03)
+  assert u["9"]["verdict"] == "neutral"
+  fixed = summary["methods"]["syncon-fixed"]
+  assert fixed["separates_u"] == [True] * 3 and fixed["auc_u"] == [1.0] * 3
+  rho = experiment.spearman([weights[n] for n in names], [true_u[n] for n in names])
+  assert fixed["spearman_w_u"][0] == pytest.approx(rho)
+  paired = fixed["paired"]["supcon"]
+  assert paired["pool"]["mean"] == pytest.approx(0.06) and paired["pool"]["half"] < 1e-9
+  assert paired["test"]["mean"] == pytest.approx(0.06)
+  md = experiment.markdown(summary)
+  assert "| 6 | swap | -3.0 ± 0.0 | harmful |" in md
+  assert "@without-" not in md
+  assert "| syncon-fixed | 80.0 ± " in md
+
+
+def test_finished_runs_are_keyed_by_their_settings(tmp_path, monkeypatch):
+  """A finished run is read back only for the config it was trained with."""
+  calls = []
+
+  def fake_train(config, workdir):
+    os.makedirs(workdir, exist_ok=True)
+    (tmp_path / "x").write_text("")
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+      f.write(config.to_json())
+    calls.append(tuple(config.data.corrupt_classes))
+
+  def fake_eval(config, workdir, step=None):
+    out = {"top1": 0.5, "step": config.total_steps, "per_class_top1": {}, "pool_top1": 0.5}
+    with open(os.path.join(workdir, "linear_eval.json"), "w") as f:
+      json.dump(out, f)
+    return out
+
+  monkeypatch.setattr(experiment.train, "train_and_evaluate", fake_train)
+  monkeypatch.setattr(experiment.linear_eval, "evaluate", fake_eval)
+  config = digits.get_config("fewshot")
+  make = experiment._edit_config(config)
+  workdir = str(tmp_path / "run")
+  experiment.run_one(experiment.method_config(make, config, "syncon-fixed", 0, "/s"), workdir)
+  experiment.run_one(experiment.method_config(make, config, "syncon-fixed", 0, "/s"), workdir)
+  assert len(calls) == 1  # the same settings: read back
+  config.experiment.corrupt_classes = ("2",)
+  experiment.run_one(experiment.method_config(make, config, "syncon-fixed", 0, "/s"), workdir)
+  assert calls == [("3", "8", "1", "6"), ("2",)]  # new labels: trained again
+  config.experiment.seeds = (7, 8)  # the experiment section is not a run setting
+  experiment.run_one(experiment.method_config(make, config, "syncon-fixed", 0, "/s"), workdir)
+  assert len(calls) == 2
+
+
+def test_the_denominator_form_is_a_setting_of_syncon_runs_only():
+  config = digits.get_config("fewshot")
+  make = experiment._edit_config(config)
+  a = json.loads(experiment.method_config(make, config, "supcon_syn", 0, "/s").to_json())
+  b = json.loads(experiment.method_config(make, config, "supcon_syn", 0, "/s").to_json())
+  b["objective"]["synthetic_denominator"] = (
+    "all" if a["objective"]["synthetic_denominator"] != "all" else "weighted"
+  )
+  assert experiment._run_settings(a) == experiment._run_settings(b)
+  c = json.loads(experiment.method_config(make, config, "syncon-auto+all", 0, "/s").to_json())
+  d = json.loads(experiment.method_config(make, config, "syncon-auto+weighted", 0, "/s").to_json())
+  assert experiment._run_settings(c) != experiment._run_settings(d)
+
+
+def test_keys_added_by_later_code_do_not_retrain():
+  old = {"seed": 0, "objective": {"name": "syncon", "temperature": 0.1}}
+  new = {"seed": 0, "objective": {"name": "syncon", "temperature": 0.1, "meta_every": 5}}
+  assert experiment._same_settings(old, new)
+  new["objective"]["temperature"] = 0.2
+  assert not experiment._same_settings(old, new)

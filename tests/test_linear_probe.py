@@ -32,3 +32,20 @@ def test_per_class_recall_matches_numpy():
     train_x, train_y, test_x[:10], test_y[:10], l2_grid=(1e-2,), heldout_fraction=0.3, seed=0
   )
   assert len(out["per_class_top1"]) == 3 and out["per_class_top1"][2] is None
+
+
+def test_extra_sets_are_scored_by_the_same_probe():
+  """The few-shot pool: the fitted probe scores it as it scores test."""
+  rng = np.random.default_rng(1)
+  centres = np.array([[8.0, 0.0], [0.0, 8.0]])
+  train_y = np.repeat(np.arange(2), 6)
+  train_x = centres[train_y] + rng.normal(size=(12, 2))
+  pool_y = np.array([0, 0, 1, 1, 1])
+  pool_x = centres[np.array([0, 1, 1, 1, 0])]  # one 0 and one 1 placed on the other cluster
+  out = linear_probe.linear_probe(
+    train_x, train_y, train_x, train_y, l2_grid=(1e-2,), heldout_fraction=0.5, seed=0,
+    extra_sets={"pool": (pool_x, pool_y)},
+  )  # fmt: skip
+  assert out["top1"] == 1.0
+  np.testing.assert_allclose(out["pool"]["top1"], 3 / 5)
+  np.testing.assert_allclose(out["pool"]["per_class_top1"], [0.5, 2 / 3])

@@ -52,8 +52,9 @@ def np_supcon(features, labels=None, mask=None, temperature=0.07, base_temperatu
 
 
 def np_syncon(features, labels, is_syn, weight, temperature=0.1, base_temperature=None,
-              valid=None):  # fmt: skip
-  """The SynCon formula of DESIGN.md with explicit sets A, P, U."""
+              valid=None, synthetic_denominator="all"):  # fmt: skip
+  """The SynCon formula of DESIGN.md with explicit sets A, P, U; 'weighted': synthetic row j
+  counts weight[j] in the denominator sum over A."""
   base_temperature = temperature if base_temperature is None else base_temperature
   x = np.asarray(features, np.float64)
   n = x.shape[0]
@@ -65,7 +66,9 @@ def np_syncon(features, labels, is_syn, weight, temperature=0.1, base_temperatur
     a_set = [j for j in range(n) if j != i and valid[j]]
     p_set = [j for j in a_set if not is_syn[j] and labels[j] == labels[i]]
     u_set = [j for j in a_set if is_syn[j] and labels[j] == labels[i]]
-    lse = _np_logsumexp([x[i] @ x[j] / temperature for j in a_set]) if a_set else 0.0
+    den = lambda j: weight[j] if synthetic_denominator == "weighted" and is_syn[j] else 1.0
+    terms = [den(j) * np.exp(x[i] @ x[j] / temperature) for j in a_set]
+    lse = float(np.log(np.sum(terms))) if a_set else 0.0
     log_p = lambda j, i=i, lse=lse: x[i] @ x[j] / temperature - lse
     loss = 0.0
     if p_set:
@@ -320,6 +323,68 @@ def test_syncon_zero_weight_ignores_synthetic_positives_keeps_denominators(x64):
 
 
 @pytest.mark.parametrize("block_size", [None, BLOCK])
+def test_syncon_weighted_denominator_matches_reference(x64, block_size):
+  x, labels, is_syn, weight = _syncon_batch(np.random.default_rng(22))
+  valid = np.random.default_rng(23).random(len(labels)) > 0.2
+  for kwargs in (dict(), dict(valid=valid)):
+    mine = losses.syncon_loss(x, labels, is_syn, weight, temperature=0.2, block_size=block_size,
+                              synthetic_denominator="weighted", **kwargs)  # fmt: skip
+    ref = np_syncon(x, labels, is_syn, weight, temperature=0.2, synthetic_denominator="weighted",
+                    **kwargs)  # fmt: skip
+    assert float(mine) == pytest.approx(ref, rel=1e-10)
+    literal = np_syncon(x, labels, is_syn, weight, temperature=0.2, **kwargs)
+    assert abs(ref - literal) > 1e-3  # the two forms differ where some w < 1
+  # At w = 1 the two forms are the same loss.
+  ones = np.ones(len(labels))
+  a = losses.syncon_loss(x, labels, is_syn, ones, block_size=block_size)
+  b = losses.syncon_loss(x, labels, is_syn, ones, block_size=block_size,
+                         synthetic_denominator="weighted")  # fmt: skip
+  assert float(a) == pytest.approx(float(b), rel=1e-12)
+
+
+@pytest.mark.parametrize("block_size", [None, BLOCK])
+def test_syncon_weighted_zero_weight_equals_removing_the_class(x64, block_size):
+  x, labels, is_syn, weight = _syncon_batch(np.random.default_rng(24))
+  # Class 1's synthetic rows at w = 0; every other synthetic row keeps its weight.
+  gone = is_syn & (labels == 1)
+  assert gone.any() and (is_syn & ~gone).any()
+  w = np.where(gone, 0.0, weight)
+  for den in ("weighted", "all"):
+    # Removal in either form (the other synthetic rows keep their weights): the weighted form
+    # at w = 0 equals it, the literal form does not (the class stays in every denominator).
+    kw = dict(temperature=0.2, block_size=block_size)
+    zero = losses.syncon_loss(x, labels, is_syn, w, synthetic_denominator="weighted", **kw)
+    keep = ~gone
+    removed = losses.syncon_loss(x[keep], labels[keep], is_syn[keep], w[keep],
+                                 synthetic_denominator=den, **kw)  # fmt: skip
+    ref = np_syncon(x[keep], labels[keep], is_syn[keep], w[keep], temperature=0.2,
+                    synthetic_denominator=den)  # fmt: skip
+    assert float(removed) == pytest.approx(ref, rel=1e-10)
+    literal = losses.syncon_loss(x, labels, is_syn, w, **kw)
+    if den == "weighted":
+      assert float(zero) == pytest.approx(float(removed), rel=1e-12)
+    else:
+      # All remaining weights 1: the literal form of the removed batch is the weighted one.
+      ones = np.where(gone, 0.0, 1.0)
+      zero1 = losses.syncon_loss(x, labels, is_syn, ones, synthetic_denominator="weighted", **kw)
+      removed1 = losses.syncon_loss(x[keep], labels[keep], is_syn[keep], ones[keep], **kw)
+      assert float(zero1) == pytest.approx(float(removed1), rel=1e-12)
+      literal1 = losses.syncon_loss(x, labels, is_syn, ones, **kw)
+      assert abs(float(literal1) - float(removed1)) > 1e-3
+    assert abs(float(literal) - float(zero)) > 1e-3
+  # And the features of the zero-weight rows get no gradient in the weighted form.
+  g = jax.grad(lambda f: losses.syncon_loss(f, labels, is_syn, w, synthetic_denominator="weighted",
+                                            **kw))(x)  # fmt: skip
+  assert np.all(np.asarray(g)[gone] == 0)
+
+
+def test_syncon_unknown_denominator_is_config_error():
+  x, labels, is_syn, weight = _syncon_batch(np.random.default_rng(25), dtype=np.float32)
+  with pytest.raises(ConfigError, match="synthetic_denominator"):
+    losses.syncon_loss(x, labels, is_syn, weight, synthetic_denominator="own")
+
+
+@pytest.mark.parametrize("block_size", [None, BLOCK])
 def test_syncon_invalid_rows_are_deleted_rows(x64, block_size):
   x, labels, is_syn, weight = _syncon_batch(np.random.default_rng(13))
   valid = np.ones(len(labels), bool)
@@ -356,24 +421,26 @@ def test_supcon_gradient_matches_central_differences(x64, block_size):
   np.testing.assert_allclose(jax.grad(f)(features), _central_grad(f, features), atol=1e-7)
 
 
-def _syncon_for_grad(feats, w, temperature, labels, is_syn, valid, block_size):
+def _syncon_for_grad(feats, w, temperature, labels, is_syn, valid, block_size, den="all"):
   return losses.syncon_loss(feats, labels, is_syn, w, valid=valid, temperature=temperature,
-                            base_temperature=0.1, block_size=block_size)  # fmt: skip
+                            base_temperature=0.1, block_size=block_size,
+                            synthetic_denominator=den)  # fmt: skip
 
 
 _SYNCON_GRAD = jax.grad(_syncon_for_grad, argnums=(0, 1, 2))
 
 
-@pytest.mark.parametrize("block_size", [None, BLOCK])
-def test_syncon_gradient_matches_central_differences(x64, block_size):
+@pytest.mark.parametrize("block_size,den", [(None, "all"), (BLOCK, "all"), (None, "weighted"),
+                                            (BLOCK, "weighted")])  # fmt: skip
+def test_syncon_gradient_matches_central_differences(x64, block_size, den):
   # Features, synthetic weights and temperature (the blockwise path has its own backward).
   x, labels, _, weight = _syncon_batch(np.random.default_rng(15))
   # Synthetic rows last: the row block 10..14 (2 rows + padding) has no anchor and is skipped.
   is_syn = np.arange(len(labels)) >= 8
   valid = np.arange(len(labels)) != 4
   t = np.array(0.2)
-  f = lambda feats, w, t: _syncon_for_grad(feats, w, t, labels, is_syn, valid, block_size)
-  g_x, g_w, g_t = _SYNCON_GRAD(x, weight, t, labels, is_syn, valid, block_size)
+  f = lambda feats, w, t: _syncon_for_grad(feats, w, t, labels, is_syn, valid, block_size, den)
+  g_x, g_w, g_t = _SYNCON_GRAD(x, weight, t, labels, is_syn, valid, block_size, den)
   np.testing.assert_allclose(g_x, _central_grad(lambda z: f(z, weight, t), x), atol=1e-7)
   np.testing.assert_allclose(g_w, _central_grad(lambda w: f(x, w, t), weight), atol=1e-7)
   assert float(g_t) == pytest.approx(float(_central_grad(lambda t: f(x, weight, t), t)), rel=1e-6)

@@ -4,13 +4,19 @@ train, test, class_names = load_real(config.data)
 synthetic = load_synthetic(config.data.synthetic_dir, class_names,
                            image_size=config.data.image_size)
 sampler = BatchSampler(train.labels, synthetic.labels, ...)
+
+The few-shot regime (data.real_per_class = k > 0): `load_splits(config)` keeps k labelled real
+train images per class for training and the probe, and returns the rest of the real train split
+as the validation pool, which only measures utility and selects hyperparameters.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
+
+import numpy as np
 
 from syncon_jax.data import aircraft, birdsnap, cifake, digits, tfds_sources
 from syncon_jax.data.folders import (
@@ -22,7 +28,7 @@ from syncon_jax.data.folders import (
   normalize_class_name,
 )
 from syncon_jax.data.sampler import BatchSampler
-from syncon_jax.errors import ConfigError
+from syncon_jax.errors import ConfigError, DataError
 
 __all__ = [
   "DATASETS",
@@ -32,6 +38,9 @@ __all__ = [
   "SyntheticSet",
   "load_image_folder",
   "load_real",
+  "load_splits",
+  "RealSplits",
+  "few_shot_indices",
   "load_synthetic",
   "normalize_class_name",
 ]
@@ -90,3 +99,79 @@ def load_real(data_config: Any) -> tuple[Split, Split, list[str]]:
   if name not in DATASETS:
     raise ConfigError(f"Unknown data.name {name!r}; valid: {sorted(DATASETS)}")
   return DATASETS[name](data_config)
+
+
+# ----------------------------------------------------------------------------------------------
+# The few-shot regime.
+
+
+class RealSplits(NamedTuple):
+  """The real data of a run. train: what pretraining and the probe see (k images per class in
+  the few-shot regime, else the whole train split); pool: the rest of the train split (empty
+  unless few-shot), never trained on; test: the data set's test split."""
+
+  train: Split
+  pool: Split
+  test: Split
+  class_names: list[str]
+
+
+def few_shot_indices(labels: np.ndarray, per_class: int, seed: int) -> np.ndarray:
+  """`per_class` indices of every class present, drawn without replacement by `seed`.
+
+  labels: int [N] -> int64 [num_present_classes * per_class], sorted. A class with fewer than
+  `per_class` images is a DataError (the regime promises k per class).
+  """
+  labels = np.asarray(labels).reshape(-1)
+  rng = np.random.default_rng(int(seed))
+  picks = []
+  for c in np.unique(labels):
+    idx = np.flatnonzero(labels == c)
+    if len(idx) < per_class:
+      raise DataError(
+        f"data.real_per_class={per_class}, but class {int(c)} has only {len(idx)} train images"
+      )
+    picks.append(rng.choice(idx, size=per_class, replace=False))
+  return np.sort(np.concatenate(picks)).astype(np.int64)
+
+
+def _take(images, idx: np.ndarray):
+  """Rows idx of an image array, keeping a LazyImages lazy (the pool may be large)."""
+  if isinstance(images, LazyImages):
+    return LazyImages(
+      [images.sources[i] for i in idx],
+      images.image_size,
+      names=None if images.names is None else [images.names[i] for i in idx],
+      num_threads=images.num_threads,
+      crop_bottom=images.crop_bottom,
+    )
+  return images[idx]
+
+
+def real_subset_seed(config: Any) -> int:
+  """data.real_subset_seed, or the run's seed when it is None (so each seed draws its own k)."""
+  seed = config.data.get("real_subset_seed")
+  return int(config.seed if seed is None else seed)
+
+
+def load_splits(config: Any) -> RealSplits:
+  """The run's real data (the full config: data.real_per_class and the seed decide the split).
+
+  data.real_per_class k > 0: train = k images per class drawn by real_subset_seed(config), pool
+  = every other train image; k = 0 or unset: train = the whole train split, pool empty.
+  """
+  train, test, class_names = load_real(config.data)
+  k = config.data.get("real_per_class") or 0
+  if not isinstance(k, int | np.integer) or k < 0:
+    raise ConfigError(f"data.real_per_class must be a non-negative integer, got {k!r}")
+  if k == 0:
+    empty = Split(train.images[:0], train.labels[:0])
+    return RealSplits(train, empty, test, class_names)
+  keep = few_shot_indices(train.labels, int(k), real_subset_seed(config))
+  rest = np.setdiff1d(np.arange(len(train.labels)), keep)
+  return RealSplits(
+    Split(_take(train.images, keep), train.labels[keep]),
+    Split(_take(train.images, rest), train.labels[rest]),
+    test,
+    class_names,
+  )

@@ -44,6 +44,7 @@ def linear_probe(
   seed: int,
   n_splits: int = 3,
   num_classes: int | None = None,
+  extra_sets: dict | None = None,
 ) -> dict:
   """Chooses the L2 strength on held-out parts of train, refits on all of train, scores test.
 
@@ -51,7 +52,9 @@ def linear_probe(
   is noisy, so the choice averages `n_splits` stratified shuffles of `heldout_fraction`.
   Returns {"top1", "l2", "heldout_top1", "per_class_top1"}; accuracies are fractions in [0, 1],
   per_class_top1 is [num_classes] (default: the largest label + 1), each class's recall on test,
-  None for a class that test lacks.
+  None for a class that test lacks. extra_sets {name: (x [M', F], y [M'])}: the same fitted
+  probe also scores these (the few-shot regime's validation pool), as out[name] = {"top1",
+  "per_class_top1"}.
   """
   splits = StratifiedShuffleSplit(n_splits=n_splits, test_size=heldout_fraction, random_state=seed)
   scores = []
@@ -63,14 +66,19 @@ def linear_probe(
     scores.append(float(np.mean(accs)))
   best = int(np.argmax(scores))
   predict = _fit(train_x, train_y, l2_grid[best], seed)
-  hit = predict(test_x) == test_y
   if num_classes is None:
     num_classes = int(max(train_y.max(), test_y.max())) + 1
-  count = np.bincount(test_y, minlength=num_classes)
-  per_class = np.bincount(test_y, weights=hit, minlength=num_classes) / np.maximum(count, 1)
-  return {
-    "top1": float(np.mean(hit)),
-    "l2": float(l2_grid[best]),
-    "heldout_top1": scores[best],
-    "per_class_top1": [float(a) if n else None for a, n in zip(per_class, count, strict=True)],
-  }
+
+  def score(x, y) -> dict:
+    hit = predict(x) == y
+    count = np.bincount(y, minlength=num_classes)
+    per_class = np.bincount(y, weights=hit, minlength=num_classes) / np.maximum(count, 1)
+    return {
+      "top1": float(np.mean(hit)) if len(y) else None,
+      "per_class_top1": [float(a) if n else None for a, n in zip(per_class, count, strict=True)],
+    }
+
+  out = {**score(test_x, test_y), "l2": float(l2_grid[best]), "heldout_top1": scores[best]}
+  for name, (x, y) in (extra_sets or {}).items():
+    out[name] = score(x, y)
+  return out

@@ -24,6 +24,12 @@ the online network saw; a loss may return a third value, `carry` (a pytree, e.g.
 computed), which `update` receives as `inputs.carry` under stop-gradient so that nothing is
 computed twice; `update` also gets `inputs.online_params`, the parameters after this step's
 optimiser update, which an EMA target follows. The fields `update` alone gets are None in `loss`.
+
+Meta-gradients (SynCon's `meta` weighting): `update` also gets `inputs.params`, the parameters
+that produced this step's loss, and every step carries `inputs.images` (before augmentation)
+and `inputs.augment` (the step's augmentation under another key); with `inputs.apply`, which is
+differentiable in its params, an update can take a lookahead step of the model and
+differentiate a loss on fresh views through it.
 """
 
 from typing import Any, NamedTuple
@@ -55,11 +61,16 @@ class StepInputs(NamedTuple):
   neighbor_views: float32 [b, V, H, W, C] preprocessed views of each real image's neighbour
     image, when the batch carries them (objective.neighbors_file set), else None.
   key: a PRNG key for the objective's own draws this step, a function of (seed, step).
+  images: uint8 [b, 1 + S, H, W, C] the step's images before augmentation.
+  augment: jax.tree_util.Partial, augment(key, images uint8 [b, m, H, W, C]) -> float32
+    [b, m, V, h, w, C]: fresh preprocessed views under `key` (per-sample keys folded from each
+    sample's global position, as the step's own views), e.g. a meta batch of the real images.
+  params: the model's Param state before this step's optimiser update, set in both phases: in
+    `loss` the state being differentiated, so that `apply(params, other_images)` trains the model
+    (rotation prediction); in `update` the same values, the ones that made z (meta's lookahead).
   Set for `update` only (None in `loss`):
   online_params: the model's Param state after this step's optimiser update.
   carry: the third value `loss` returned, or None.
-  params: the model's Param state that `loss` is differentiated in, so that
-    `apply(params, other_images)` trains the model (rotation prediction); set in both.
   """
 
   z: jax.Array
@@ -73,9 +84,11 @@ class StepInputs(NamedTuple):
   apply: Any = None
   neighbor_views: jax.Array | None = None
   key: jax.Array | None = None
+  images: jax.Array | None = None
+  augment: Any = None
+  params: Any = None
   online_params: Any = None
   carry: Any = None
-  params: Any = None
 
 
 class Objective(NamedTuple):
@@ -103,7 +116,7 @@ def _registry() -> dict[str, Objective]:
   return {
     "supcon": Objective(False, supcon.init_state, supcon.loss_real_only),
     "supcon_syn": Objective(True, supcon.init_state, supcon.loss_synthetic_as_real),
-    "syncon": Objective(True, syncon.init_state, syncon.loss, syncon.update),
+    "syncon": Objective(True, syncon.init_state, syncon.loss, syncon.update, syncon.init_target),
     "simclr": Objective(False, simclr.init_state, simclr.loss),
     "stablerep": Objective(True, stablerep.init_state, stablerep.loss),
     "triplet": Objective(False, triplet.init_state, triplet.loss),

@@ -14,6 +14,14 @@ def init_state(num_classes: int, feat_dim: int, config) -> dict:
   return {"weighting": scheme.init(num_classes, feat_dim, config)}
 
 
+def init_target(state: dict, params, config) -> dict:
+  """Hands the initial model parameters to a scheme that keeps a copy (the meta schemes' EMA)."""
+  scheme = weighting.get_scheme(config.weighting)
+  if scheme.init_target is None:
+    return state
+  return {**state, "weighting": scheme.init_target(state["weighting"], params, config)}
+
+
 def class_weights(state: dict, config) -> jnp.ndarray:
   """[num_classes] weights in [0, 1] that the current state assigns."""
   return weighting.get_scheme(config.weighting).class_weights(state["weighting"], config)
@@ -41,6 +49,7 @@ def loss(inputs, state, config):
     base_temperature=config.base_temperature,
     valid=jnp.broadcast_to(valid[:, :, None], (b, k, v)).reshape(-1),
     block_size=config.block_size,
+    synthetic_denominator=config.synthetic_denominator,
   )
   penalty = scheme.penalty(state["weighting"], inputs, config)
   return syncon + penalty, {

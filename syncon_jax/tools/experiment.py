@@ -14,27 +14,77 @@ r"""The headline experiment: can the synthetic weights find the bad synthetic cl
    the probe's recall on each real test class; and a render audit, what an independent critic
    trained on the real pixels takes each synthetic class for) and weights.png (every class's
    weight over training, corrupted classes highlighted).
+
+The few-shot experiment (`--config=configs/digits.py:fewshot`, README "Few-shot: does SynCon
+pay?") adds, by the same tool:
+- synthetic sets per method, named after '@': "supcon_syn@clean" (renders without corruption),
+  "supcon_syn@oracle" (the corrupted classes' folders removed), "supcon_syn@without-3" (class 3's
+  folder removed); no '@' is the corrupted set;
+- utility, the ground truth of which synthetic classes are bad (config.experiment.utility): for
+  every class c, U_c = pool top-1 of `utility_method` minus that of `utility_method@without-c`,
+  paired over seeds with a 95% t-interval; c is harmful when the interval lies below 0;
+- per method: test and pool top-1 as mean ± 95% t-interval, the paired per-seed difference
+  against each of config.experiment.paired_references, and for the weighting schemes the AUC
+  against the nominal labels and against U, and Spearman's rho between the weights and U.
+A finished run is reused only if its config.json matches the run's config now (other settings,
+such as another corrupted-class list, retrain it).
 """
 
 import copy
 import importlib.util
 import json
 import os
+import shutil
 from collections.abc import Callable, Sequence
 
 import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from syncon_jax import data, linear_eval, metrics, train
+from syncon_jax import data, linear_eval, losses, metrics, train
 from syncon_jax.data import folders
 from syncon_jax.errors import ConfigError, exit_on_user_error
 from syncon_jax.tools import render_digits
 
 
+def split_method(method: str) -> tuple[str, str]:
+  """'supcon_syn@clean' -> ('supcon_syn', 'clean'); no '@' -> (method, 'corrupted'). A
+  '+<form>' suffix on the base ('syncon-fixed+weighted') sets objective.synthetic_denominator.
+
+  The synthetic sets: 'corrupted' (the experiment's renders), 'clean' (rendered without
+  corruption), 'oracle' (the corrupted classes' folders removed), 'without-<class>' (that class's
+  folder removed).
+  """
+  base, at, synthetic_set = method.partition("@")
+  if not at:
+    return method, "corrupted"
+  if synthetic_set not in ("clean", "oracle", "corrupted") and not (
+    synthetic_set.startswith("without-") and len(synthetic_set) > len("without-")
+  ):
+    raise ConfigError(
+      f"experiment method {method!r}: the synthetic set after '@' must be clean, oracle, "
+      "corrupted or without-<class>"
+    )
+  return base, synthetic_set
+
+
+def method_denominator(method: str) -> str | None:
+  """'syncon-fixed+weighted' -> 'weighted'; None without a '+' (the config's form)."""
+  base, plus, form = split_method(method)[0].partition("+")
+  if not plus:
+    return None
+  if parse_method(method)[0] != "syncon" or form not in losses.SYNTHETIC_DENOMINATORS:
+    raise ConfigError(
+      f"experiment method {method!r}: '+' takes a denominator form of syncon, one of "
+      f"{list(losses.SYNTHETIC_DENOMINATORS)}"
+    )
+  return form
+
+
 def parse_method(method: str) -> tuple[str, str | None]:
-  """'supcon' -> ('supcon', None); 'syncon-auto' -> ('syncon', 'auto')."""
-  objective, _, weighting = method.partition("-")
+  """'supcon' -> ('supcon', None); 'syncon-auto' -> ('syncon', 'auto'); '@<set>' and
+  '+<denominator>' are ignored."""
+  objective, _, weighting = split_method(method)[0].partition("+")[0].partition("-")
   if objective == "syncon" and not weighting:
     raise ConfigError(f"experiment method {method!r}: name the weighting, e.g. 'syncon-auto'")
   if weighting and objective != "syncon":
@@ -84,13 +134,110 @@ def _edit_config(config) -> Callable:
 
 
 def method_config(make, config, method: str, seed: int, synthetic_dir: str):
-  """The run config of one (method, seed), with the experiment's synthetic set and seed."""
+  """The run config of one (method, seed), with the experiment's synthetic set and seed.
+
+  synthetic_dir: the corrupted renders' folder; a method's '@<set>' picks a sibling set
+  (synthetic_set_dir). The config records the set (data.corrupt_classes, data.removed_classes),
+  so a finished run is reused only for the data it was trained on (run_one).
+  """
   c = make(*parse_method(method))
   c.seed = int(seed)
-  c.data.synthetic_dir = synthetic_dir
-  c.data.corrupt_classes = tuple(config.experiment.corrupt_classes)
+  if method_denominator(method) is not None:
+    c.objective.synthetic_denominator = method_denominator(method)
+  synthetic_set = split_method(method)[1]
+  c.data.synthetic_dir = synthetic_set_dir(synthetic_dir, synthetic_set)
+  clean = synthetic_set == "clean"
+  c.data.corrupt_classes = () if clean else tuple(config.experiment.corrupt_classes)
   c.data.corruption = config.experiment.corruption
+  c.data.removed_classes = tuple(removed_classes(config, synthetic_set))
   return c
+
+
+def removed_classes(config, synthetic_set: str) -> list[str]:
+  """The class folders a synthetic set leaves out."""
+  if synthetic_set == "oracle":
+    return [str(c) for c in config.experiment.corrupt_classes]
+  if synthetic_set.startswith("without-"):
+    return [synthetic_set[len("without-") :]]
+  return []
+
+
+def synthetic_set_dir(synthetic_dir: str, synthetic_set: str) -> str:
+  """Where a synthetic set lives: the corrupted renders at synthetic_dir, the others beside it."""
+  if synthetic_set == "corrupted":
+    return synthetic_dir
+  return f"{synthetic_dir}@{synthetic_set}"
+
+
+RENDER_STAMP = ".experiment_set.json"  # what a synthetic set was made from (a dot: not a class)
+
+
+def _stamped(out: str, stamp: dict) -> bool:
+  path = os.path.join(out, RENDER_STAMP)
+  if not os.path.exists(path):
+    return False
+  with open(path) as f:
+    return json.load(f) == stamp
+
+
+def _write_stamp(out: str, stamp: dict) -> None:
+  with open(os.path.join(out, RENDER_STAMP), "w") as f:
+    json.dump(stamp, f)
+
+
+def make_synthetic_sets(config, synthetic_dir: str, sets: Sequence[str]) -> None:
+  """Renders the corrupted set into synthetic_dir and builds the other sets `sets` beside it:
+  'clean' is rendered (same seed, no corruption); a removal set links every other class folder
+  of the corrupted set (and its metadata.jsonl), so it holds the same images minus the removed
+  folders. A set already made from the same settings is kept as it is (so that a second
+  experiment process on the same root never rewrites a set a run is reading)."""
+  ec = config.experiment
+
+  def render(out, corrupt):
+    stamp = {
+      "per_class": ec.render_per_class,
+      "seed": ec.render_seed,
+      "image_size": ec.render_image_size,
+      "prompts_per_class": ec.render_prompts_per_class,
+      "corrupt_classes": [str(c) for c in corrupt],
+      "corruption": ec.corruption,
+    }
+    if _stamped(out, stamp):
+      return stamp
+    render_digits.render_dataset(
+      out,
+      per_class=ec.render_per_class,
+      seed=ec.render_seed,
+      image_size=ec.render_image_size,
+      prompts_per_class=ec.render_prompts_per_class,
+      corrupt_classes=tuple(corrupt),
+      corruption=ec.corruption,
+    )
+    _write_stamp(out, stamp)
+    return stamp
+
+  source = render(synthetic_dir, ec.corrupt_classes)
+  names = sorted(
+    e.name for e in os.scandir(synthetic_dir) if e.is_dir() and not e.name.startswith(".")
+  )
+  for synthetic_set in sorted(set(sets) - {"corrupted"}):
+    out = synthetic_set_dir(synthetic_dir, synthetic_set)
+    if synthetic_set == "clean":
+      render(out, ())
+      continue
+    removed = removed_classes(config, synthetic_set)
+    unknown = sorted(set(removed) - set(names))
+    if unknown:
+      raise ConfigError(f"experiment: no synthetic class folder {unknown} to remove ({names})")
+    stamp = {"source": source, "removed": removed}
+    if _stamped(out, stamp):
+      continue
+    if os.path.lexists(out):
+      shutil.rmtree(out)
+    os.makedirs(out)
+    for entry in [*(n for n in names if n not in removed), folders.METADATA_FILE]:
+      os.symlink(os.path.abspath(os.path.join(synthetic_dir, entry)), os.path.join(out, entry))
+    _write_stamp(out, stamp)
 
 
 def ranking_auc(weights: dict[str, float], corrupted: Sequence[str]) -> float:
@@ -122,23 +269,77 @@ def weight_history(workdir: str) -> tuple[list[int], dict[str, list[float]]]:
 
 
 def schedule(config) -> list[tuple[str, tuple[int, ...]]]:
-  """[(method, seeds)]: the weighting study's methods over experiment.seeds, then the other
-  baselines over experiment.baseline_seeds."""
+  """[(method, seeds)]: the weighting study's methods over experiment.seeds, the utility runs
+  (utility_method@without-<class> for every class) over experiment.utility_seeds (empty: the
+  same seeds), then the other baselines over experiment.baseline_seeds."""
   ec = config.experiment
-  return [(m, tuple(ec.seeds)) for m in ec.methods] + [
-    (m, tuple(ec.baseline_seeds)) for m in ec.baselines
-  ]
+  plan = [(m, tuple(ec.seeds)) for m in ec.methods]
+  utility_seeds = ec.get("utility_seeds") or ec.seeds
+  plan += [(m, tuple(utility_seeds)) for m in utility_methods(config)]
+  return plan + [(m, tuple(ec.baseline_seeds)) for m in ec.baselines]
+
+
+def utility_methods(config) -> list[str]:
+  """The runs that measure utility: utility_method without each class's synthetic folder."""
+  ec = config.experiment
+  if not ec.get("utility"):
+    return []
+  if ec.utility_method not in ec.methods:
+    raise ConfigError(
+      f"experiment.utility_method {ec.utility_method!r} must be one of experiment.methods"
+    )
+  return [f"{ec.utility_method}@without-{name}" for name in ec.class_names]
+
+
+def _run_settings(config_dict: dict) -> dict:
+  """The settings that make a run what it is: the whole config but the experiment section
+  (which lists the other runs), the intervals of logs and checkpoints, and keys that the run's
+  objective does not read."""
+  out = {k: v for k, v in config_dict.items() if k != "experiment"}
+  for key in ("log_every_steps", "checkpoint_every_steps", "keep_checkpoints"):
+    out.pop(key, None)
+  objective = dict(out.get("objective", {}))
+  if objective.get("name") != "syncon":
+    # Only SynCon reads the denominator form: another objective's run is the same run under
+    # either (so changing the default does not retrain the baselines).
+    objective.pop("synthetic_denominator", None)
+  out["objective"] = objective
+  return out
+
+
+def _same_settings(old, new) -> bool:
+  """old == new, but a key only one side has is skipped: a config written by an older version of
+  the code lacks the keys added since (which that code could not read)."""
+  if isinstance(old, dict) and isinstance(new, dict):
+    return all(_same_settings(old[k], new[k]) for k in set(old) & set(new))
+  return old == new
+
+
+def is_same_run(config, workdir: str) -> bool:
+  """Whether <workdir>/config.json was written for this config (settings that matter)."""
+  path = os.path.join(workdir, "config.json")
+  if not os.path.exists(path):
+    return False
+  with open(path) as f:
+    old = json.load(f)
+  return _same_settings(_run_settings(old), _run_settings(json.loads(config.to_json())))
 
 
 def run_one(config, workdir: str) -> dict:
   """Trains (or resumes) one run and probes it. A finished, probed run is read back as it is; a
-  finished run whose probe predates a field of linear_eval.json is probed again, not retrained."""
+  finished run whose probe predates a field of linear_eval.json is probed again, not retrained.
+  A workdir written for other settings (another corrupted-class list, say) is deleted and the
+  run trained afresh: its weights would otherwise be scored against the new labels."""
+  if os.path.isdir(workdir) and not is_same_run(config, workdir):
+    logging.info("%s: written for other settings; training it again.", workdir)
+    shutil.rmtree(workdir)
   path = os.path.join(workdir, "linear_eval.json")
   if os.path.exists(path):
     with open(path) as f:
       done = json.load(f)
     if done.get("step") == config.total_steps:
-      if "per_class_top1" in done:
+      pool_wanted = bool(config.data.get("real_per_class"))
+      if "per_class_top1" in done and (not pool_wanted or "pool_top1" in done):
         logging.info("%s: already trained and probed.", workdir)
         return done
       return linear_eval.evaluate(config, workdir, step=config.total_steps)
@@ -149,6 +350,62 @@ def run_one(config, workdir: str) -> dict:
 def _mean_std(values: Sequence[float]) -> dict:
   v = np.asarray(values, np.float64)
   return {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if len(v) > 1 else 0.0}
+
+
+def t_interval(values: Sequence[float], level: float = 0.95) -> dict:
+  """Mean and Student-t confidence interval of the mean (half-width t_{n-1} * s / sqrt(n)).
+
+  -> {"mean", "half", "lo", "hi", "n"}; half is None (no interval) for fewer than 2 values.
+  """
+  from scipy import stats
+
+  v = np.asarray(values, np.float64)
+  mean = float(v.mean())
+  if len(v) < 2:
+    return {"mean": mean, "half": None, "lo": None, "hi": None, "n": int(len(v))}
+  half = float(stats.t.ppf(0.5 + level / 2, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v)))
+  return {"mean": mean, "half": half, "lo": mean - half, "hi": mean + half, "n": int(len(v))}
+
+
+def paired_difference(a: dict[int, float], b: dict[int, float]) -> dict | None:
+  """t_interval of a[s] - b[s] over the seeds both have ({seed: value} each); None if none."""
+  seeds = sorted(set(a) & set(b))
+  if not seeds:
+    return None
+  return {**t_interval([a[s] - b[s] for s in seeds]), "seeds": seeds}
+
+
+def spearman(x: Sequence[float], y: Sequence[float]) -> float | None:
+  """Spearman's rank correlation (ties get average ranks); None when either side is constant."""
+  from scipy import stats
+
+  x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+  if np.ptp(x) == 0 or np.ptp(y) == 0:
+    return None
+  return float(stats.spearmanr(x, y).statistic)
+
+
+def utility_table(config, pool: dict[str, dict[int, float]]) -> dict:
+  """U_c = pool top-1 of utility_method minus utility_method@without-c, paired over seeds.
+
+  pool: {method: {seed: pool top-1}}. -> {class: {**t_interval, "per_seed", "verdict"}},
+  verdict 'harmful' when the 95% interval lies below 0, 'helpful' above 0, else 'neutral'.
+  """
+  ec = config.experiment
+  base = pool[ec.utility_method]
+  out = {}
+  for name in ec.class_names:
+    without = pool[f"{ec.utility_method}@without-{name}"]
+    seeds = sorted(set(base) & set(without))
+    per_seed = {s: base[s] - without[s] for s in seeds}
+    ci = t_interval(list(per_seed.values()))
+    verdict = "neutral"
+    if ci["hi"] is not None and ci["hi"] < 0:
+      verdict = "harmful"
+    elif ci["lo"] is not None and ci["lo"] > 0:
+      verdict = "helpful"
+    out[name] = {**ci, "per_seed": per_seed, "verdict": verdict}
+  return out
 
 
 def render_audit(data_config, synthetic_dir: str) -> dict:
@@ -185,21 +442,30 @@ def summarise(config, root: str) -> dict:
   """Collects every run under <root>/runs into the report's numbers."""
   corrupted = [str(c) for c in config.experiment.corrupt_classes]
   out = {"corrupt_classes": corrupted, "corruption": config.experiment.corruption, "methods": {}}
+  test, pool = {}, {}  # {method: {seed: top-1}}
   for method, seeds in schedule(config):
-    rows = {"top1": [], "auc": [], "final_weights": [], "per_class": []}
+    rows = {"top1": [], "auc": [], "final_weights": [], "per_class": [], "pool_top1": []}
     for seed in seeds:
       workdir = os.path.join(root, "runs", method, f"seed{seed}")
       with open(os.path.join(workdir, "linear_eval.json")) as f:
         probe = json.load(f)
       rows["top1"].append(probe["top1"])
       rows["per_class"].append(probe["per_class_top1"])
+      if probe.get("pool_top1") is not None:
+        rows["pool_top1"].append(probe["pool_top1"])
       if parse_method(method)[1] is not None:
         with open(os.path.join(workdir, "synthetic_weights.json")) as f:
           weights = json.load(f)
         rows["final_weights"].append(weights)
         rows["auc"].append(ranking_auc(weights, corrupted))
+    test[method] = dict(zip(seeds, rows["top1"], strict=True))
     entry = {"seeds": list(seeds), "top1": rows["top1"]}
     entry["top1_summary"] = _mean_std(rows["top1"])
+    entry["top1_ci"] = t_interval(rows["top1"])
+    if rows["pool_top1"]:
+      pool[method] = dict(zip(seeds, rows["pool_top1"], strict=True))
+      entry["pool_top1"] = rows["pool_top1"]
+      entry["pool_top1_ci"] = t_interval(rows["pool_top1"])
     # The mean over the seeds whose test split has the class (None where none has).
     recalls = {name: [p[name] for p in rows["per_class"] if p[name] is not None]
                for name in rows["per_class"][0]}  # fmt: skip
@@ -209,7 +475,94 @@ def summarise(config, root: str) -> dict:
       entry["auc_summary"] = _mean_std(rows["auc"])
       entry["final_weights"] = rows["final_weights"]
     out["methods"][method] = entry
+  # Paired per-seed differences against the references (the same seeds' runs share the real
+  # subset, the synthetic draws and the initialisation).
+  for method, entry in out["methods"].items():
+    for ref in config.experiment.get("paired_references", ()):
+      if ref in test and ref != method:
+        entry.setdefault("paired", {})[ref] = {
+          "test": paired_difference(test[method], test[ref]),
+          "pool": paired_difference(pool[method], pool[ref])
+          if method in pool and ref in pool
+          else None,
+        }
+  if config.experiment.get("utility") and pool:
+    utility = utility_table(config, pool)
+    out["utility"] = utility
+    u_mean = [utility[n]["mean"] for n in config.experiment.class_names]
+    harmful = [n for n in config.experiment.class_names if utility[n]["verdict"] == "harmful"]
+    helpful = [n for n in config.experiment.class_names if utility[n]["verdict"] == "helpful"]
+    for entry in out["methods"].values():
+      if "final_weights" not in entry:
+        continue
+      ws = [[w[n] for n in config.experiment.class_names] for w in entry["final_weights"]]
+      entry["spearman_w_u"] = [spearman(w, u_mean) for w in ws]
+      rhos = [r for r in entry["spearman_w_u"] if r is not None]
+      entry["spearman_w_u_ci"] = t_interval(rhos) if rhos else None
+      if harmful and helpful:
+        # Every harmful class below every helpful one (by U), per seed; and the AUC of that.
+        entry["separates_u"] = [
+          max(w[n] for n in harmful) < min(w[n] for n in helpful) for w in entry["final_weights"]
+        ]
+        entry["auc_u"] = [
+          ranking_auc({n: w[n] for n in harmful + helpful}, harmful) for w in entry["final_weights"]
+        ]
   return out
+
+
+def _pct(ci: dict | None) -> str:
+  """A t_interval of fractions as 'mean ± half' in points (percent)."""
+  if ci is None:
+    return "–"
+  if ci["half"] is None:
+    return f"{100 * ci['mean']:.1f}"
+  return f"{100 * ci['mean']:.1f} ± {100 * ci['half']:.1f}"
+
+
+def markdown_fewshot(summary: dict) -> list[str]:
+  """The few-shot tables: 95% t-intervals, paired differences, utility, rho(w, U)."""
+  methods = {m: e for m, e in summary["methods"].items() if "@without-" not in m}
+  refs = sorted({r for e in methods.values() for r in e.get("paired", {})})
+  n = max(len(e["seeds"]) for e in methods.values())
+  lines = [
+    "",
+    f"Few-shot regime: probe top-1 in points, mean ± 95% t-interval over {n} seeds; test = the "
+    "test split, pool = the validation pool; Δ = paired per-seed difference (test, then pool).",
+    "",
+    "| method | test top-1 | pool top-1 | "
+    + " | ".join(f"Δ vs {r} (test / pool)" for r in refs)
+    + " | AUC nominal | ρ(w, U) |",
+    "|---|---|---|" + "---|" * len(refs) + "---|---|",
+  ]
+  for method, e in methods.items():
+    row = f"| {method} | {_pct(e['top1_ci'])} | {_pct(e.get('pool_top1_ci'))} |"
+    for r in refs:
+      p = e.get("paired", {}).get(r)
+      row += " – |" if p is None else f" {_pct(p['test'])} / {_pct(p['pool'])} |"
+    if "auc" in e:
+      rho = e.get("spearman_w_u_ci")
+      rho_s = "–" if rho is None else f"{rho['mean']:.2f} ± {rho['half'] or 0:.2f}"
+      row += f" {np.mean(e['auc']):.2f} | {rho_s} |"
+    else:
+      row += " – | – |"
+    lines.append(row)
+  if "utility" in summary:
+    schemes = [m for m, e in methods.items() if "final_weights" in e]
+    lines += [
+      "",
+      "Utility U_c: pool top-1 with class c's synthetic folder minus without it (points, paired "
+      "over seeds, 95% t-interval); harmful when the interval lies below 0. Beside it the nominal "
+      "label and each scheme's mean final weight:",
+      "",
+      "| class | nominal | U_c | verdict | " + " | ".join(schemes) + " |",
+      "|---|---|---|---|" + "---|" * len(schemes),
+    ]
+    corrupted = set(summary["corrupt_classes"])
+    for name, u in summary["utility"].items():
+      ws = [f"{np.mean([w[name] for w in methods[m]['final_weights']]):.2f}" for m in schemes]
+      nominal = summary["corruption"] if name in corrupted else "clean"
+      lines.append(f"| {name} | {nominal} | {_pct(u)} | {u['verdict']} | " + " | ".join(ws) + " |")
+  return lines
 
 
 def markdown(summary: dict) -> str:
@@ -222,7 +575,8 @@ def markdown(summary: dict) -> str:
     "lowest clean weight |",
     "|---|---|---|---|---|",
   ]
-  for method, e in summary["methods"].items():
+  shown = {m: e for m, e in summary["methods"].items() if "@without-" not in m}
+  for method, e in shown.items():
     t = e["top1_summary"]
     spread = f" ± {t['std']:.4f}" if len(e["seeds"]) > 1 else f" (seed {e['seeds'][0]})"
     row = f"| {method} | {t['mean']:.4f}{spread} |"
@@ -243,12 +597,14 @@ def markdown(summary: dict) -> str:
     "| method | " + " | ".join(n + ("*" if n in corrupted else "") for n in names) + " |",
     "|---|" + "---|" * len(names),
   ]
-  for method, e in summary["methods"].items():
+  for method, e in shown.items():
     lines.append(
       f"| {method} | "
       + " | ".join("–" if v is None else f"{v:.3f}" for v in e["per_class_top1"].values())
       + " |"
     )
+  if any("pool_top1_ci" in e for e in shown.values()):
+    lines += markdown_fewshot(summary)
   if "render_audit" in summary:
     audit = summary["render_audit"]
     lines += [
@@ -364,21 +720,13 @@ def run_experiment(config, root: str, make: Callable | None = None) -> dict:
 
   make(objective, weighting) -> the base config of a method (config_builder); None edits `config`.
   """
-  ec = config.experiment
   make = make or _edit_config(config)
   plan = schedule(config)
   for method, _ in plan:
     parse_method(method)
+    method_denominator(method)
   synthetic_dir = os.path.join(root, "synthetic_digits")
-  render_digits.render_dataset(
-    synthetic_dir,
-    per_class=ec.render_per_class,
-    seed=ec.render_seed,
-    image_size=ec.render_image_size,
-    prompts_per_class=ec.render_prompts_per_class,
-    corrupt_classes=tuple(ec.corrupt_classes),
-    corruption=ec.corruption,
-  )
+  make_synthetic_sets(config, synthetic_dir, [split_method(m)[1] for m, _ in plan])
   runs = [(m, s) for m, seeds in plan for s in seeds]
   for i, (method, seed) in enumerate(runs):
     logging.info("Experiment run %d/%d: %s, seed %d.", i + 1, len(runs), method, seed)
