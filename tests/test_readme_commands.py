@@ -158,7 +158,7 @@ def shorten(cmd: str, *, dry: bool) -> str:
   cmd = re.sub(r"(render_digits)(?=\s)", r"\1 --per_class=4", cmd)
   if dry:
     cmd = re.sub(
-      r"(-m syncon_jax\.(?:main|linear_eval|tools\.experiment|tools\.generate)\b[^&\n]*?)(\s*&?)$",
+      r"(-m syncon_jax\.(?:main|linear_eval|tools\.experiment|tools\.cifake_experiment|tools\.generate)\b[^&\n]*?)(\s*&?)$",
       r"\1 --dry_run\2",
       cmd,
       flags=re.M,
@@ -175,7 +175,15 @@ def is_dry(cmd: str) -> bool:
   """Whether a python command runs with --dry_run: anything but digits, multi-process, the
   experiment (hours), a digits objective already trained once, and the launch scripts (their
   python is dry in the fake srun)."""
-  if any(s in cmd for s in ("tools.experiment", "tools.generate", "--coordinator_address")):
+  if any(
+    s in cmd
+    for s in (
+      "tools.experiment",
+      "tools.cifake_experiment",
+      "tools.generate",
+      "--coordinator_address",
+    )
+  ):
     return True
   configs = re.findall(r"--config=(\S+?)(?::|\s|$)", cmd)
   if any(not c.endswith(("digits.py", "latent.py")) for c in configs):

@@ -35,7 +35,7 @@ import ml_collections
 import numpy as np
 import optax
 import scipy.stats
-from absl import app, flags, logging
+from absl import flags, logging
 from flax import nnx
 from ml_collections import config_flags
 
@@ -429,19 +429,44 @@ def run_study(config, root: str) -> dict:
   return summary
 
 
-if __name__ == "__main__":
-  _CONFIG = config_flags.DEFINE_config_file(
-    "config", "configs/cifake_study.py", "The study's config file."
+def dry_run(config, root: str) -> str:
+  """Checks the study's SynCon config for each architecture (names, data paths) without loading
+  or training anything; -> what the study would run."""
+  from syncon_jax import validate
+
+  s = config.study
+  for arch in s.architectures:
+    # The synthetic half is made by the study itself: stand in any existing folder for it.
+    validate.check_config(
+      syncon_config(config, arch, 0, os.path.dirname(os.path.abspath(__file__)))
+    )
+  return (
+    f"data {config.data.name}: architectures {list(s.architectures)}, conditions "
+    f"{list(s.conditions)}; report in {os.path.join(root, 'report')}"
   )
-  _WORKDIR = flags.DEFINE_string("workdir", "runs/cifake_digits", "Root of the study's outputs.")
+
+
+if __name__ == "__main__":
+  from syncon_jax import cli
+
+  def define_flags() -> None:
+    config_flags.DEFINE_config_file(
+      "config", "configs/cifake_study.py", f"The study's config file. {cli.CONFIG_HELP}"
+    )
+    flags.DEFINE_string("workdir", "runs/cifake_digits", "Root of the study's outputs.")
+    flags.DEFINE_bool("dry_run", False, "Check the config and data paths, train nothing.")
 
   def main(argv) -> None:
     if len(argv) > 1:
-      raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+      cli.fail(f"unexpected arguments {argv[1:]}: flags take the form --name=value")
     metrics.quiet_library_logs()
+    config, workdir = flags.FLAGS.config, flags.FLAGS.workdir
     with exit_on_user_error():
-      summary = run_study(_CONFIG.value, _WORKDIR.value)
+      if flags.FLAGS.dry_run:
+        print(dry_run(config, workdir))
+        return
+      summary = run_study(config, workdir)
     print(markdown(summary))
-    print(f"Report: {os.path.join(_WORKDIR.value, 'report')}")
+    print(f"Report: {os.path.join(workdir, 'report')}")
 
-  app.run(main)
+  cli.run(main, define_flags)
