@@ -166,8 +166,8 @@ def shorten(cmd: str, *, dry: bool) -> str:
   return cmd
 
 
-# The digits objectives trained for real so far in this session: each compiles its own step
-# (~20 s on CI), so a second command of the same objective is checked with --dry_run.
+# The digits objectives trained (and evaluated) for real so far in this session: each compiles
+# its own programs (~20 s on CI), so a second command of the same objective is a --dry_run.
 TRAINED: set[str] = set()
 
 
@@ -188,12 +188,13 @@ def is_dry(cmd: str) -> bool:
   configs = re.findall(r"--config=(\S+?)(?::|\s|$)", cmd)
   if any(not c.endswith(("digits.py", "latent.py")) for c in configs):
     return True
-  if "syncon_jax.main" in cmd:
-    objective = re.search(r"--config=\S+?:\S*?objective=(\w+)", cmd)
-    objective = objective.group(1) if objective else "syncon"
-    if objective in TRAINED:
-      return True
-    TRAINED.add(objective)
+  for program in ("syncon_jax.main", "syncon_jax.linear_eval"):
+    if program in cmd:
+      objective = re.search(r"--config=\S+?:\S*?objective=(\w+)", cmd)
+      key = f"{program}:{objective.group(1) if objective else 'syncon'}"
+      if key in TRAINED:
+        return True
+      TRAINED.add(key)
   return False
 
 
@@ -333,7 +334,7 @@ def test_command_collection_rules():
   assert is_dry("python -m syncon_jax.main --config=configs/birdsnap.py")
   assert not is_dry("python -m syncon_jax.main --config=configs/digits.py:objective=triplet")
   assert is_dry("python -m syncon_jax.main --config=configs/digits.py:objective=triplet")
-  TRAINED.discard("triplet")
+  TRAINED.discard("syncon_jax.main:triplet")
   assert shlex.split(
     localize("--workdir=/shared/runs/a --config.data.manual_dir=/data/b", "/r")
   ) == [
