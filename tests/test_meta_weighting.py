@@ -285,8 +285,9 @@ def test_runlocal_meta_run_writes_weights_and_resumes_exactly(synthetic_dir, tmp
 
 
 def test_meta_gradient_through_the_blockwise_loss_equals_dense():
-  """The paper configs stream the similarity matrix (custom_vjp); the lookahead differentiates
-  its backward pass again, which must give the dense path's meta-gradient."""
+  """The paper configs stream the similarity matrix (custom_vjp, no forward mode): there the
+  meta-gradient differentiates the lookahead's backward pass again, and must equal the dense
+  path's forward-over-reverse one."""
   with jax.enable_x64(True):
     inputs, *_ = _toy(s=2)
     w = jnp.asarray([0.2, 0.5, 0.9], jnp.float64)
