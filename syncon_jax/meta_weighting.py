@@ -186,7 +186,8 @@ def _meta_direction(state: dict, inputs, config):
     return jnp.zeros_like(w), {"meta_loss": z, "meta_inner_loss": z}
 
   on = inputs.step % config.meta_every == 0
-  g, aux = jax.lax.cond(on, compute, skip)
+  # Every step: no conditional, whose branches XLA compiles as separate computations.
+  g, aux = compute() if config.meta_every == 1 else jax.lax.cond(on, compute, skip)
   present = present_classes(inputs, num_classes) & on
   d = centred_step(g, present)
   n = jnp.maximum(present.sum(), 1)
