@@ -127,8 +127,8 @@ def meta_gradient(w: jax.Array, params, inputs, config):
   theta_1 = theta - eta * grad_theta L_syn(theta, w) and v = grad L_real(theta_1),
     g = -eta * d/dw <grad_theta L_syn(theta, w), v> = -eta * d/de [grad_w L_syn(theta + e v, w)]
   (mixed partials commute): a forward-mode derivative (`jax.jvp`) of grad_w L_syn, whose
-  reverse pass stops at the loss head because w enters nowhere else. Reverse-over-reverse through
-  the convolutions cost 14x a plain step on XLA:CPU (benchmarks/README.md). More lookahead steps,
+  reverse pass stops at the loss head because w enters nowhere else: no second reverse pass
+  through the network. More lookahead steps,
   and the blockwise loss (objective.block_size: a custom_vjp, which has no forward mode),
   differentiate through the unrolled updates with `jax.grad`.
 
