@@ -81,7 +81,7 @@ def objective_config(arg: ml_collections.ConfigDict, *, block_size: int | None, 
   o.probation_ssl_weight = 1.0  # 'auto': SimCLR on synthetic images during probation
   # 'meta', 'meta_hypernet' (syncon_jax/meta_weighting.py): the meta-gradient of SupCon on the
   # real images under fresh views, through meta_unroll SGD steps of size meta_inner_lr on SynCon.
-  o.meta_every = 1  # a meta-gradient every n steps (a meta step costs several plain steps)
+  o.meta_every = 1  # a meta-gradient every n steps (n > 1: a lax.cond, slow on XLA:CPU)
   o.meta_inner_lr = 0.1  # the lookahead's SGD step
   o.meta_unroll = 1  # lookahead steps (each adds a forward and backward pass and its second order)
   o.meta_learning_rate = 0.02  # 'meta': w moves by this times the centred, normalised gradient

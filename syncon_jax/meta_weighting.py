@@ -123,9 +123,26 @@ def lookahead(params, w: jax.Array, inputs, config):
 def meta_gradient(w: jax.Array, params, inputs, config):
   """d L_real(theta_K(w)) / dw [C] at the given start parameters.
 
+  One lookahead step (meta_unroll = 1) takes no second-order reverse pass. With
+  theta_1 = theta - eta * grad_theta L_syn(theta, w) and v = grad L_real(theta_1),
+    g = -eta * d/dw <grad_theta L_syn(theta, w), v> = -eta * d/de [grad_w L_syn(theta + e v, w)]
+  (mixed partials commute): a forward-mode derivative (`jax.jvp`) of grad_w L_syn, whose
+  reverse pass stops at the loss head because w enters nowhere else: no second reverse pass
+  through the network. More lookahead steps,
+  and the blockwise loss (objective.block_size: a custom_vjp, which has no forward mode),
+  differentiate through the unrolled updates with `jax.grad`.
+
   -> (g [C], {"meta_loss": L_real(theta_K), "meta_inner_loss": L_syn(theta_0, w)}).
   """
   views = meta_batch(inputs, config)
+  eta = config.meta_inner_lr
+  if config.meta_unroll == 1 and config.block_size is None:
+    inner, grads = jax.value_and_grad(synthetic_loss)(params, w, inputs, config)
+    theta = jax.tree.map(lambda p, g: p - eta * g, params, grads)
+    loss, v = jax.value_and_grad(real_loss)(theta, views, inputs, config)
+    grad_w = lambda p: jax.grad(synthetic_loss, argnums=1)(p, w, inputs, config)
+    _, g = jax.jvp(grad_w, (params,), (v,))
+    return -eta * g, {"meta_loss": loss, "meta_inner_loss": inner}
 
   def outer(w):
     theta, inner = lookahead(params, w, inputs, config)
@@ -169,7 +186,8 @@ def _meta_direction(state: dict, inputs, config):
     return jnp.zeros_like(w), {"meta_loss": z, "meta_inner_loss": z}
 
   on = inputs.step % config.meta_every == 0
-  g, aux = jax.lax.cond(on, compute, skip)
+  # Every step: no conditional, whose branches XLA compiles as separate computations.
+  g, aux = compute() if config.meta_every == 1 else jax.lax.cond(on, compute, skip)
   present = present_classes(inputs, num_classes) & on
   d = centred_step(g, present)
   n = jnp.maximum(present.sum(), 1)
