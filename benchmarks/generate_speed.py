@@ -17,24 +17,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from syncon_jax.platform import cpu_model  # noqa: E402
+
 DEFAULT_OUT = os.path.join(os.path.dirname(__file__), "results", "generate_speed.json")
-
-
-def _cpu_model() -> str:
-  try:
-    with open("/proc/cpuinfo") as f:
-      for line in f:
-        if line.startswith("model name"):
-          return line.split(":", 1)[1].strip()
-  except OSError:
-    pass
-  return platform.processor() or "unknown"
 
 
 def main() -> None:
@@ -98,7 +88,7 @@ def main() -> None:
 
   result = {
     "machine": {
-      "cpu": _cpu_model(),
+      "cpu": cpu_model(),
       "cores": os.cpu_count(),
       "torch": torch.__version__,
       "torch_threads": args.torch_threads,

@@ -27,18 +27,10 @@ import sys
 import time
 
 DEFAULT_SIZES = "1024,2048,4096,8192,16384,32768"
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from syncon_jax.platform import cpu_model  # noqa: E402
+
 DEFAULT_OUT = os.path.join(os.path.dirname(__file__), "results", "loss_memory.json")
-
-
-def _cpu_model() -> str:
-  try:
-    with open("/proc/cpuinfo") as f:
-      for line in f:
-        if line.startswith("model name"):
-          return line.split(":", 1)[1].strip()
-  except OSError:
-    pass
-  return platform.processor() or "unknown"
 
 
 def _measure_one(args) -> dict:
@@ -116,7 +108,7 @@ def _environment() -> dict:
     "devices": [str(d) for d in jax.devices()],
     "platform": jax.devices()[0].platform,
     "device_kind": jax.devices()[0].device_kind,
-    "cpu_model": _cpu_model(),
+    "cpu_model": cpu_model(),
     "cpu_count": os.cpu_count(),
     "python": platform.python_version(),
     "machine": platform.platform(),

@@ -18,13 +18,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)  # configs/ is imported from the repository root
+from syncon_jax.platform import cpu_model  # noqa: E402
+
 DEFAULT_OUT = os.path.join(os.path.dirname(__file__), "results", "meta_step_cost.json")
 
 # name -> (weighting, objective overrides, steps per timed call)
@@ -36,17 +37,6 @@ VARIANTS = {
   "meta_hypernet": ("meta_hypernet", {}, 1),
   "meta_every4": ("meta", {"meta_every": 4}, 4),
 }
-
-
-def _cpu_model() -> str:
-  try:
-    with open("/proc/cpuinfo") as f:
-      for line in f:
-        if line.startswith("model name"):
-          return line.split(":", 1)[1].strip()
-  except OSError:
-    pass
-  return platform.processor() or "unknown"
 
 
 def main() -> None:
@@ -139,7 +129,7 @@ def main() -> None:
     "machine": {
       "platform": jax.default_backend(),
       "devices": [str(d) for d in jax.devices()],
-      "cpu": _cpu_model(),
+      "cpu": cpu_model(),
       "cpu_count": os.cpu_count(),
       "jax": jax.__version__,
     },

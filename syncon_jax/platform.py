@@ -70,3 +70,15 @@ def configure(environ: MutableMapping[str, str] = os.environ) -> None:
   """Both of the above; call before the first jax computation."""
   configure_xla_cpu(environ)
   configure_compilation_cache(environ)
+
+
+def cpu_model() -> str:
+  """The CPU's model name from /proc/cpuinfo (for logs and benchmark records); 'unknown cpu'."""
+  try:
+    with open("/proc/cpuinfo") as f:
+      for line in f:
+        if line.startswith("model name"):
+          return line.split(":", 1)[1].strip()
+  except OSError:
+    pass
+  return "unknown cpu"

@@ -21,6 +21,8 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 
+from syncon_jax.platform import cpu_model
+
 # Dense bf16 tensor throughput per jax device, TFLOP/s, from the vendors' datasheets; matched
 # against `device.device_kind` by prefix, the longest first. TPU v2/v3 expose each core as a
 # device, so their figures are per core (half the chip's).
@@ -105,7 +107,7 @@ def cpu_peak_flops(cache_path: str = CACHE_PATH, *, size: int = CPU_MATMUL_SIZE)
   keeping a low figure forever.
   """
   path = os.path.expanduser(cache_path)
-  key = f"{_cpu_model()}|{os.cpu_count()}|jaxlib {jax.lib.__version__}"
+  key = f"{cpu_model()}|{os.cpu_count()}|jaxlib {jax.lib.__version__}"
   cache = {}
   try:
     with open(path) as f:
@@ -152,17 +154,6 @@ def utilisation(steps_per_sec: float, flops: float | None, peak: float | None) -
     if peak:
       row["peak_share"] = steps_per_sec * flops / peak
   return row
-
-
-def _cpu_model() -> str:
-  try:
-    with open("/proc/cpuinfo") as f:
-      for line in f:
-        if line.startswith("model name"):
-          return line.split(":", 1)[1].strip()
-  except OSError:
-    pass
-  return "unknown cpu"
 
 
 def describe(row: dict) -> str:
