@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import ast
 import glob
+import itertools
 import os
 import re
 import shlex
@@ -40,6 +41,7 @@ COMMAND = re.compile(
   r"^(?:[A-Z_]+=\S+\s+)*(python -m syncon_jax\.|python -c .*syncon_jax|make \w|launch/\S+\.sh|"
   r"sbatch |\.venv/bin/pip install )"
 )
+CIFAKES = ("cifake", "cifake_mini")  # the folders the docs point at, each a miniature CIFAKE
 LINKS = ("configs", "launch", "syncon_jax", "Makefile", "setup.py", "pyproject.toml", ".venv")
 
 
@@ -109,12 +111,11 @@ def root(tmp_path_factory) -> str:
   from syncon_jax.tools import render_digits
 
   # CIFAKE's file naming: "<n>.jpg" is an airplane, "<n> (k).jpg" class k.
-  for split in ("train", "test"):
-    for source in ("REAL", "FAKE"):
-      folder = root / "data" / "cifake" / split / source
-      folder.mkdir(parents=True, exist_ok=True)
-      for name in ("1.jpg", "1 (2).jpg"):
-        Image.new("RGB", (32, 32), (200, 40, 40)).save(folder / name)
+  for cifake, split, source in itertools.product(CIFAKES, ("train", "test"), ("REAL", "FAKE")):
+    folder = root / "data" / cifake / split / source
+    folder.mkdir(parents=True, exist_ok=True)
+    for file_name in ("1.jpg", "1 (2).jpg"):
+      Image.new("RGB", (32, 32), (200, 40, 40)).save(folder / file_name)
 
   # The digits config's default synthetic folder, for commands that do not render their own.
   render_digits.render_dataset(
