@@ -2,7 +2,7 @@ r"""Train on synthetic, test on real: the StableRep/CIFAKE replication's study (
 "Train on synthetic, test on real (the CIFAKE study)"), run by syncon_jax/tools/cifake_experiment.
 
   python -m syncon_jax.tools.cifake_experiment --config=configs/cifake_study.py \
-    --workdir=runs/cifake_digits                                   (make cifake-study)
+    --workdir=runs/cifake_digits                                   # make cifake-study
   python -m syncon_jax.tools.cifake_experiment --config=configs/cifake_study.py:data=cifake \
     --workdir=runs/cifake --config.data.manual_dir=/data/cifake
 
