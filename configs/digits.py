@@ -66,7 +66,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # measures utility and selects hyperparameters. Drawn by real_subset_seed (None: the run's
   # seed, so every seed of an experiment draws its own k).
   c.data.real_per_class = 0
-  c.data.real_subset_seed = None
+  c.data.real_subset_seed = common.optional(int)
   # Synthetic class folders left out of this run (recorded by tools/experiment; not read).
   c.data.removed_classes = ()
   c.data.mean = (0.5, 0.5, 0.5)

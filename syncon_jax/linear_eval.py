@@ -251,12 +251,12 @@ def evaluate_all(config, workdir: str, step: int | None = None) -> dict:
   """Every protocol of eval.protocols, the health metrics, the map and the report; writes
   eval.json, eval_report.md, eval_map.png, eval_training.png and linear_eval.json into workdir;
   returns eval.json's contents."""
-  # Before the data loads (seconds to minutes): a workdir without a checkpoint is a mistake.
-  validate.check_workdir(workdir, must_hold_checkpoints=True)
   ec = config.eval
   unknown = [p for p in ec.protocols if p not in protocols.PROTOCOLS]
   if unknown:
     raise ConfigError(f"Unknown eval.protocols {unknown}; valid: {sorted(protocols.PROTOCOLS)}")
+  # Before the data loads (seconds to minutes): a workdir without a checkpoint is a mistake.
+  validate.check_workdir(workdir, must_hold_checkpoints=True)
   train, test, class_names = data.load_real(config.data)
   n_train, n_test = len(train.labels), len(test.labels)
   model = nnx.merge(*init_model(config))

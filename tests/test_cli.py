@@ -35,6 +35,14 @@ def parse(argv: list[str], monkeypatch):
   return fv.config
 
 
+def _type(config, key: str) -> type:
+  """The declared type of a key (a typed placeholder's, for a key whose value is None)."""
+  *sections, name = key.split(".")
+  for section in sections:
+    config = config[section]
+  return config.get_ref(name).get_type()
+
+
 def leaves(config, prefix=""):
   for key, value in config.items():
     if hasattr(value, "items"):
@@ -54,7 +62,7 @@ def test_every_unset_key_can_be_set_on_the_command_line(name, monkeypatch):
     unset = [key for key, value in leaves(config) if value is None]
     if not unset:
       continue
-    values = {key: "7" if key.endswith(("threads", "block_size")) else "/x/y" for key in unset}
+    values = {key: "7" if _type(config, key) is int else "/x/y" for key in unset}
     config = parse(
       ["prog", f"--config={path}", *[f"--config.{k}={v}" for k, v in values.items()]], monkeypatch
     )

@@ -218,7 +218,8 @@ def run(cmd: str, root: str, timeout: int = 600) -> subprocess.CompletedProcess:
 
 def make_recipe(target_cmd: str, root: str) -> list[str]:
   """`make X ...` -> the commands make would run (make -n), those of this project only."""
-  r = run(target_cmd.replace("make ", "make -n ", 1), root)
+  # Under `make test` this is a sub-make: without --no-print-directory it prints "Entering".
+  r = run(target_cmd.replace("make ", "make -n --no-print-directory ", 1), root)
   assert r.returncode == 0, f"{target_cmd}: {r.stderr}"
   recipe = r.stdout.replace("\\\n", " ").splitlines()
   lines = [re.sub(r"\s+", " ", line) for line in recipe if "syncon_jax" in line or "pytest" in line]
