@@ -14,6 +14,12 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 os.environ.setdefault(
   "JAX_COMPILATION_CACHE_DIR", os.path.join(REPO, ".pytest_cache", "jax_compilation")
 )
+# XLA's backend optimisation level 0 cuts the compile time of a runlocal step by ~40% (measured:
+# 44 -> 27 CPU s for a 10-step syncon run) and the suite is compile bound. It changes how the CPU
+# code is emitted, not the math: losses agree to float32 rounding (1e-6 relative). Tests that
+# compare numbers compare runs of this same setting; test_platform runs without it.
+TEST_XLA_FLAGS = "--xla_backend_optimization_level=0"
+os.environ["XLA_FLAGS"] = " ".join([os.environ.get("XLA_FLAGS", ""), TEST_XLA_FLAGS]).strip()
 
 
 @pytest.fixture(scope="session")
@@ -28,7 +34,7 @@ def synthetic_dir(tmp_path_factory) -> str:
 def run_cli(module: str, *args: str, devices: int = 1, timeout: int = 600):
   """Runs `python -m module args` in the repo root with `devices` faked CPU devices."""
   env = dict(os.environ)
-  env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+  env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices} {TEST_XLA_FLAGS}"
   env["JAX_PLATFORMS"] = "cpu"
   return subprocess.run(
     [sys.executable, "-m", module, *args],

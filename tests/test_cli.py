@@ -79,6 +79,7 @@ def test_every_unset_key_can_be_set_on_the_command_line(name, monkeypatch):
     ("configs/digits.py", 30, 2, 10),  # 20 of 300 warmup, a third probation
     ("configs/digits.py", 600, 40, 200),
     ("configs/flowers102.py", 1000, 10, 333),  # 10 of 1000 epochs' warmup
+    ("configs/digits.py:fewshot", 300, 20, 100),  # its own 150 steps, doubled
   ],
 )
 def test_derived_values_follow_the_run_length(path, total, warmup, probation, monkeypatch):

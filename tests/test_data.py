@@ -205,6 +205,18 @@ def test_bad_metadata_line(tmp_path):
     data.load_synthetic(str(tmp_path), ["0"], image_size=4)
 
 
+def test_read_metadata_torn_tail_is_a_cut_line_only_when_asked(tmp_path):
+  path = tmp_path / "metadata.jsonl"
+  path.write_text('{"file": "0/a.png"}\n\n{"file": "0/b.png"}')  # no newline after the last
+  entries, torn = folders.read_metadata(str(path))
+  assert [e["file"] for e in entries] == ["0/a.png", "0/b.png"] and torn == ""
+  entries, torn = folders.read_metadata(str(path), torn_tail=True)
+  assert [e["file"] for e in entries] == ["0/a.png"] and torn == '{"file": "0/b.png"}'
+  path.write_text('{"file": "0/a.png"}\n["0/b.png"]\n')
+  with pytest.raises(DataError, match=r"metadata.jsonl:2 must be a JSON object"):
+    folders.read_metadata(str(path))
+
+
 def test_class_without_images_is_reported_once(tmp_path, caplog):
   _png(tmp_path / "0" / "a.png", 1)
   (tmp_path / "2").mkdir()  # present but empty

@@ -448,6 +448,9 @@ def test_lazy_images_index_like_an_array(tmp_path):
   np.testing.assert_array_equal(lazy[-1], eager[-1])
   np.testing.assert_array_equal(lazy[:0], eager[:0])
   np.testing.assert_array_equal(lazy.reshape(7, -1), eager.reshape(7, -1))
+  sub = lazy.subset(np.array([5, 1]))  # still undecoded, the same rows when decoded
+  assert isinstance(sub, folders.LazyImages) and sub.num_threads == 2 and len(sub) == 2
+  np.testing.assert_array_equal(sub[::-1], eager[[1, 5]])
   with pytest.raises(IndexError):
     lazy[np.array([7])]
 

@@ -22,7 +22,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import REPO, run_cli
+from conftest import REPO, TEST_XLA_FLAGS, run_cli
 
 from syncon_jax import main as syncon_main
 from syncon_jax.errors import ConfigError
@@ -146,7 +146,7 @@ def _start(workdir: str, synthetic_dir: str, processes: int, devices: int) -> li
   env = dict(
     os.environ,
     JAX_PLATFORMS="cpu",
-    XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+    XLA_FLAGS=f"--xla_force_host_platform_device_count={devices} {TEST_XLA_FLAGS}",
   )
   args = [
     sys.executable,

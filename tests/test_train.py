@@ -9,7 +9,7 @@ import textwrap
 import jax
 import numpy as np
 import pytest
-from conftest import REPO, run_cli, train_killed_and_resumed
+from conftest import REPO, TEST_XLA_FLAGS, run_cli, train_killed_and_resumed
 
 from configs import digits
 from syncon_jax import train
@@ -59,7 +59,11 @@ def test_one_step_on_8_devices_equals_1_device(synthetic_dir, tmp_path):
         np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5)
       print("OK")
   """)
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
+  env = dict(
+    os.environ,
+    XLA_FLAGS=f"--xla_force_host_platform_device_count=8 {TEST_XLA_FLAGS}",
+    JAX_PLATFORMS="cpu",
+  )
   r = subprocess.run(
     [sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True, text=True, timeout=600
   )

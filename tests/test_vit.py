@@ -187,6 +187,7 @@ def test_tiny_vit_trains_two_steps_with_syncon(synthetic_dir, tmp_path):
     f"--workdir={workdir}",
     "--config.model.name=vit",
     "--config.model.pool=cls",
+    "--config.eval.protocols=('linear',)",  # the others' own tests run them on the ResNet
   )
   assert r.returncode == 0, r.stderr[-3000:]
   assert 0.0 <= json.loads((workdir / "linear_eval.json").read_text())["top1"] <= 1.0

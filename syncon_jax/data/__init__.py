@@ -137,15 +137,7 @@ def few_shot_indices(labels: np.ndarray, per_class: int, seed: int) -> np.ndarra
 
 def _take(images, idx: np.ndarray):
   """Rows idx of an image array, keeping a LazyImages lazy (the pool may be large)."""
-  if isinstance(images, LazyImages):
-    return LazyImages(
-      [images.sources[i] for i in idx],
-      images.image_size,
-      names=None if images.names is None else [images.names[i] for i in idx],
-      num_threads=images.num_threads,
-      crop_bottom=images.crop_bottom,
-    )
-  return images[idx]
+  return images.subset(idx) if isinstance(images, LazyImages) else images[idx]
 
 
 def real_subset_seed(config: Any) -> int:

@@ -243,13 +243,12 @@ class LazyImages:
   def __len__(self) -> int:
     return len(self.sources)
 
-  def __getitem__(self, index) -> np.ndarray:
-    if isinstance(index, int | np.integer):
-      return self[np.asarray([index])][0]
+  def subset(self, index) -> LazyImages:
+    """The rows `index` (an int array, a slice or a bool mask), still undecoded."""
     rows = np.arange(len(self))[index]  # numpy semantics and IndexError for slices and arrays
     if rows.ndim != 1:
       raise IndexError(f"LazyImages takes a 1-D index, got shape {rows.shape}")
-    return decode_images(
+    return LazyImages(
       [self.sources[i] for i in rows],
       self.image_size,
       names=None if self.names is None else [self.names[i] for i in rows],
@@ -257,8 +256,13 @@ class LazyImages:
       crop_bottom=self.crop_bottom,
     )
 
+  def __getitem__(self, index) -> np.ndarray:
+    if isinstance(index, int | np.integer):
+      return self[np.asarray([index])][0]
+    return self.subset(index).materialize()
+
   def __array__(self, dtype=None, copy=None) -> np.ndarray:
-    out = self[:]
+    out = self.materialize()
     return out if dtype is None else out.astype(dtype)
 
   def reshape(self, *shape) -> np.ndarray:
@@ -266,7 +270,14 @@ class LazyImages:
     return np.asarray(self).reshape(*shape)
 
   def materialize(self) -> np.ndarray:
-    return np.asarray(self)
+    """Every row, decoded: uint8 [N, S, S, 3]."""
+    return decode_images(
+      self.sources,
+      self.image_size,
+      names=self.names,
+      num_threads=self.num_threads,
+      crop_bottom=self.crop_bottom,
+    )
 
   def __repr__(self) -> str:
     return f"LazyImages(shape={self.shape})"
@@ -300,6 +311,31 @@ def _scan(root: str, class_names: Sequence[str]) -> tuple[list[str], np.ndarray,
   return files, labels_arr, missing
 
 
+def read_metadata(path: str, *, torn_tail: bool = False) -> tuple[list[dict], str]:
+  """The entries of a metadata.jsonl, each a JSON object with a 'file' key (DataError naming the
+  file and line otherwise).
+
+  torn_tail: the text after the last newline is a line a kill cut short (what the generator
+  appends is newline-terminated): returned, not parsed. Without it, that text is a last line.
+  -> (entries in file order, the torn text or '').
+  """
+  with open(path, encoding="utf-8") as f:
+    lines = f.read().split("\n")
+  torn = lines.pop() if torn_tail else ""
+  entries = []
+  for line_no, line in enumerate(lines, 1):
+    if not line.strip():
+      continue
+    try:
+      entry = json.loads(line)
+    except json.JSONDecodeError as e:
+      raise DataError(f"{path}:{line_no} is not valid JSON ({e}); fix or delete the line.") from e
+    if not isinstance(entry, dict) or "file" not in entry:
+      raise DataError(f"{path}:{line_no} must be a JSON object with a 'file' key.")
+    entries.append(entry)
+  return entries, torn
+
+
 def _read_prompt_ids(root: str, files: list[str]) -> np.ndarray:
   """Prompt id per file from metadata.jsonl ("prompt" key), -1 where there is none."""
   prompt_ids = np.full(len(files), -1, np.int32)
@@ -307,22 +343,13 @@ def _read_prompt_ids(root: str, files: list[str]) -> np.ndarray:
   if not os.path.exists(path):
     return prompt_ids
   prompt_of: dict[str, str] = {}
-  with open(path, encoding="utf-8") as f:
-    for line_no, line in enumerate(f, 1):
-      if not line.strip():
-        continue
-      try:
-        entry = json.loads(line)
-      except json.JSONDecodeError as e:
-        raise DataError(f"{path}:{line_no} is not valid JSON: {e}") from e
-      if not isinstance(entry, dict) or "file" not in entry:
-        raise DataError(f"{path}:{line_no} must be a JSON object with a 'file' key.")
-      if entry.get("prompt") is None:
-        continue
-      file = str(entry["file"])
-      if os.path.isabs(file):
-        file = os.path.relpath(file, root)
-      prompt_of[os.path.normpath(file).replace(os.sep, "/")] = str(entry["prompt"])
+  for entry in read_metadata(path)[0]:
+    if entry.get("prompt") is None:
+      continue
+    file = str(entry["file"])
+    if os.path.isabs(file):
+      file = os.path.relpath(file, root)
+    prompt_of[os.path.normpath(file).replace(os.sep, "/")] = str(entry["prompt"])
   ids: dict[str, int] = {}
   for i, file in enumerate(files):
     prompt = prompt_of.get(file)

@@ -21,7 +21,7 @@ from typing import Any
 from absl import logging
 from PIL import Image
 
-from syncon_jax.data.folders import METADATA_FILE
+from syncon_jax.data.folders import METADATA_FILE, read_metadata
 from syncon_jax.errors import DataError
 
 REJECTED_DIR = ".rejected"  # images the zero-shot filter rejects; hidden from the folder reader
@@ -86,20 +86,9 @@ class MetadataLog:
       self._load()
 
   def _load(self) -> None:
-    with open(self.path, encoding="utf-8") as f:
-      text = f.read()
-    lines = text.split("\n")
-    torn = lines.pop() if lines else ""  # text after the last newline: a line cut by a kill
+    entries, torn = read_metadata(self.path, torn_tail=True)
     dropped = 1 if torn.strip() else 0
-    for n, line in enumerate(lines, 1):
-      if not line.strip():
-        continue
-      try:
-        entry = json.loads(line)
-      except json.JSONDecodeError as e:
-        raise DataError(f"{self.path}:{n} is not valid JSON ({e}); fix or delete the line.") from e
-      if not isinstance(entry, dict) or "file" not in entry:
-        raise DataError(f"{self.path}:{n} must be a JSON object with a 'file' key.")
+    for entry in entries:
       if not os.path.exists(os.path.join(self.root, entry["file"])):
         dropped += 1
         continue
