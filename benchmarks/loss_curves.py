@@ -106,7 +106,7 @@ def main() -> int:
         print(f"{case}: {len(got)} steps, reference {len(ref)}")
         failed = True
         continue
-      rel = max(abs(a - b) / max(abs(b), 1e-12) for a, b in zip(got, ref))
+      rel = max(abs(a - b) / max(abs(b), 1e-12) for a, b in zip(got, ref, strict=True))
       ok = rel <= args.rtol
       failed |= not ok
       print(f"{case:22s} max relative difference {rel:.2e}  {'ok' if ok else 'DIFFERS'}")
