@@ -85,7 +85,9 @@ def main() -> int:
   cases = [c for c in args.only.split(",") if c] or list(CASES)
   curves = {}
   with tempfile.TemporaryDirectory() as synthetic_dir:
-    render_digits.render_dataset(synthetic_dir, per_class=8, seed=0, image_size=16, prompts_per_class=2)
+    render_digits.render_dataset(
+      synthetic_dir, per_class=8, seed=0, image_size=16, prompts_per_class=2
+    )
     for case in cases:
       t0 = time.perf_counter()
       curves[case] = run_case(case, synthetic_dir, args.steps)
