@@ -561,6 +561,12 @@ def test_bad_pipeline_or_views_raise_config_error(changes, match):
     augment.read_config(dict(_config().to_dict(), **changes), n_views=2)
 
 
+def test_views_may_be_config_dicts():
+  views = (ml_collections.ConfigDict({"blur_prob": 1.0}), {"blur_prob": 0.0})
+  pipeline = augment.read_config(_views_config(views), n_views=2)
+  assert [v["blur_prob"] for v in pipeline.views] == [1.0, 0.0]
+
+
 def test_settings_of_an_op_left_out_may_stay():
   # So an op can be switched off from the command line (a key cannot be deleted there).
   cfg = dict(_config().to_dict(), ops=("crop",))

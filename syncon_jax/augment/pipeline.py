@@ -32,6 +32,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 
 from syncon_jax.augment import ops
 from syncon_jax.errors import ConfigError, DataError
@@ -111,55 +112,40 @@ ODD_SIZE = Check("None or a positive odd int", _odd_size, optional=True)
 
 
 def crop_op(key: Array, image: Array, settings: Settings) -> Array:
-  return ops.random_resized_crop(
-    key,
-    image,
-    scale=settings["crop_scale"],
-    ratio=settings["crop_ratio"],
-    out_size=settings["out_size"],
-  )
+  scale, ratio, size = settings["crop_scale"], settings["crop_ratio"], settings["out_size"]
+  return ops.random_resized_crop(key, image, scale=scale, ratio=ratio, out_size=size)
 
 
 def flip_op(key: Array, image: Array, settings: Settings) -> Array:
-  if settings["flip"] == 0:
-    return image
-  return ops.random_flip(key, image, prob=settings["flip"])
+  prob = settings["flip"]
+  return image if prob == 0 else ops.random_flip(key, image, prob=prob)
 
 
 JITTER_STRENGTHS = ("brightness", "contrast", "saturation", "hue")
 
 
 def color_jitter_op(key: Array, image: Array, settings: Settings) -> Array:
-  strengths = {name: settings[name] for name in JITTER_STRENGTHS}
-  if settings["jitter_prob"] == 0 or not any(strengths.values()):
+  prob, strengths = settings["jitter_prob"], {k: settings[k] for k in JITTER_STRENGTHS}
+  if prob == 0 or not any(strengths.values()):
     return image
-  return ops.color_jitter(key, image, prob=settings["jitter_prob"], **strengths)
+  return ops.color_jitter(key, image, prob=prob, **strengths)
 
 
 def grayscale_op(key: Array, image: Array, settings: Settings) -> Array:
-  if settings["grayscale_prob"] == 0:
-    return image
-  return ops.random_grayscale(key, image, prob=settings["grayscale_prob"])
+  prob = settings["grayscale_prob"]
+  return image if prob == 0 else ops.random_grayscale(key, image, prob=prob)
 
 
 def blur_op(key: Array, image: Array, settings: Settings) -> Array:
-  if settings["blur_prob"] == 0:
+  prob, sigma, size = settings["blur_prob"], settings["blur_sigma"], settings["blur_kernel_size"]
+  if prob == 0:
     return image
-  return ops.gaussian_blur(
-    key,
-    image,
-    sigma_range=settings["blur_sigma"],
-    prob=settings["blur_prob"],
-    kernel_size=settings["blur_kernel_size"],
-  )
+  return ops.gaussian_blur(key, image, sigma_range=sigma, prob=prob, kernel_size=size)
 
 
 def solarize_op(key: Array, image: Array, settings: Settings) -> Array:
-  if settings["solarize_prob"] == 0:
-    return image
-  return ops.random_solarize(
-    key, image, threshold=settings["solarize_threshold"], prob=settings["solarize_prob"]
-  )
+  prob, threshold = settings["solarize_prob"], settings["solarize_threshold"]
+  return image if prob == 0 else ops.random_solarize(key, image, threshold=threshold, prob=prob)
 
 
 class Op(NamedTuple):
@@ -252,6 +238,11 @@ def read_config(config: Mapping[str, Any] | Pipeline, *, n_views: int | None = N
   return pipeline
 
 
+def _is_mapping(value: Any) -> bool:
+  """A dict or a ConfigDict (which is no collections.abc.Mapping)."""
+  return isinstance(value, Mapping) or isinstance(value, ml_collections.ConfigDict)
+
+
 def _read(config: Mapping[str, Any]) -> Pipeline:
   if "ops" not in config:
     raise ConfigError(f"config.augment is missing 'ops', the pipeline's op names from {list(OPS)}")
@@ -282,13 +273,13 @@ def _read(config: Mapping[str, Any]) -> Pipeline:
   }
 
   overrides = config["views"] if "views" in config else ()
-  if isinstance(overrides, Mapping) or not isinstance(overrides, Sequence):
+  if _is_mapping(overrides) or not isinstance(overrides, Sequence):
     raise ConfigError(
       f"config.augment.views must be a tuple of mappings, one per view, got {overrides!r}"
     )
   views = []
   for v, override in enumerate(overrides):
-    if not isinstance(override, Mapping):
+    if not _is_mapping(override):
       raise ConfigError(f"config.augment.views[{v}] must be a mapping KEY: value, got {override!r}")
     bad = sorted(set(override.keys()) - set(checks))
     if bad:
@@ -296,9 +287,6 @@ def _read(config: Mapping[str, Any]) -> Pipeline:
     view = dict(shared)
     for key, value in override.items():
       view[key] = _checked(f"augment.views[{v}].{key}", value, checks[key])
-    missing = [key for key in needed if key not in view]
-    if missing:
-      raise ConfigError(f"config.augment is missing {missing} (view {v})")
     views.append(view)
   return Pipeline(ops=pipeline_ops, shared=shared, views=tuple(views))
 
