@@ -5,6 +5,7 @@ Each configs/<dataset>.py calls `paper_config(...)` with the facts of its data s
 its own data keys. Commands are run from the repository root (configs/ is imported from there).
 """
 
+import copy
 import math
 
 import ml_collections
@@ -167,7 +168,8 @@ def momentum_config(
     o.temperature = 0.2  # MoCo v2
   c.model.predictor_hidden_dim = predictor_hidden_dim if o.name in BYOL_OBJECTIVES else 0
   if o.name in BYOL_OBJECTIVES:
-    c.augment.update(BYOL_AUGMENT)
+    # A copy: --config.augment.views[1].KEY=... edits the view's dict in place.
+    c.augment.update(copy.deepcopy(BYOL_AUGMENT))
 
 
 def paper_config(

@@ -601,6 +601,8 @@ def test_byol_runs_its_recipe_from_the_config_and_the_command_line(monkeypatch):
   views = augment.read_config(config.augment).views
   assert [v["solarize_prob"] for v in views] == [0.0, 0.5]
   assert [v["saturation"] for v in views] == [0.3, 0.3]
+  # The override edited this config's copy of the recipe, not the recipe.
+  assert augment.read_config(digits.get_config("objective=byol").augment).views == pipeline.views
   config = parse(
     [
       "prog",
