@@ -5,6 +5,7 @@ Each configs/<dataset>.py calls `paper_config(...)` with the facts of its data s
 its own data keys. Commands are run from the repository root (configs/ is imported from there).
 """
 
+import copy
 import math
 
 import ml_collections
@@ -13,6 +14,8 @@ from ml_collections import config_dict
 from syncon_jax.errors import ConfigError
 
 __all__ = [
+  "AUGMENT_OPS",
+  "BYOL_AUGMENT",
   "IMAGENET_MEAN",
   "IMAGENET_STD",
   "momentum_config",
@@ -118,11 +121,30 @@ def vit_config(c: ml_collections.ConfigDict, *, variant: str) -> None:
 
 BYOL_OBJECTIVES = ("byol", "byol_nn")
 
+# The augmentation pipeline, in order (names from syncon_jax.augment.OPS).
+AUGMENT_OPS = ("crop", "flip", "color_jitter", "grayscale", "blur", "solarize")
+
+# BYOL's augmentations (Grill et al. 2020, appendix B; DeepMind's byol/utils/augmentations.py):
+# the colour jitter with saturation 0.2, and two asymmetric views: always blurred and never
+# solarised, or blurred one time in ten and solarised one in five. The crop, the flip and the blur
+# sigma stay the data set's (BYOL's are ImageNet's).
+BYOL_AUGMENT = dict(
+  jitter_prob=0.8,
+  brightness=0.4,
+  contrast=0.4,
+  saturation=0.2,
+  hue=0.1,
+  grayscale_prob=0.2,
+  solarize_threshold=0.5,
+  views=({"blur_prob": 1.0, "solarize_prob": 0.0}, {"blur_prob": 0.1, "solarize_prob": 0.2}),
+)
+
 
 def momentum_config(
   c: ml_collections.ConfigDict, *, queue_size: int, predictor_hidden_dim: int
 ) -> None:
-  """Adds the keys of moco, byol and byol_nn (objectives/moco.py, byol.py) to a finished config.
+  """Adds the keys of moco, byol and byol_nn (objectives/moco.py, byol.py) to a finished config,
+  and BYOL_AUGMENT to config.augment for byol and byol_nn.
 
   queue_size: MoCo's K keys, and byol_nn's embedding queue (NNCLR's support set).
   predictor_hidden_dim: the width of BYOL's predictor MLP, set on model.predictor_hidden_dim when
@@ -145,6 +167,9 @@ def momentum_config(
   if o.name == "moco":
     o.temperature = 0.2  # MoCo v2
   c.model.predictor_hidden_dim = predictor_hidden_dim if o.name in BYOL_OBJECTIVES else 0
+  if o.name in BYOL_OBJECTIVES:
+    # A copy: --config.augment.views[1].KEY=... edits the view's dict in place.
+    c.augment.update(copy.deepcopy(BYOL_AUGMENT))
 
 
 def paper_config(
@@ -192,7 +217,8 @@ def paper_config(
   c.data.std = std
 
   small = stem == "cifar"
-  c.augment = ml_collections.ConfigDict()
+  c.augment = ml_collections.ConfigDict()  # syncon_jax/augment/pipeline.py
+  c.augment.ops = AUGMENT_OPS
   # SupContrast's recipe: crops from 20% of a 32 px image, from 8% of a photo (SimCLR).
   c.augment.crop_scale = (0.2, 1.0) if small else (0.08, 1.0)
   c.augment.crop_ratio = (0.75, 1.3333)
@@ -205,6 +231,9 @@ def paper_config(
   c.augment.grayscale_prob = 0.2
   c.augment.blur_prob = 0.0 if small else 0.5  # SimCLR blurs ImageNet-size images only
   c.augment.blur_sigma = (0.1, 2.0)
+  c.augment.solarize_prob = 0.0
+  c.augment.solarize_threshold = 0.5
+  c.augment.views = ()  # per-view overrides: one {key: value} per view (BYOL_AUGMENT)
 
   c.model = ml_collections.ConfigDict()
   c.model.name = "resnet50"

@@ -72,7 +72,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.data.mean = (0.5, 0.5, 0.5)
   c.data.std = (0.5, 0.5, 0.5)
 
-  c.augment = ml_collections.ConfigDict()
+  c.augment = ml_collections.ConfigDict()  # syncon_jax/augment/pipeline.py
+  c.augment.ops = common.AUGMENT_OPS
   c.augment.crop_scale = (0.5, 1.0)
   c.augment.crop_ratio = (0.75, 1.3333)
   c.augment.flip = False  # digits must not flip
@@ -84,6 +85,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.augment.grayscale_prob = 0.2
   c.augment.blur_prob = 0.5
   c.augment.blur_sigma = (0.1, 1.0)
+  c.augment.solarize_prob = 0.0
+  c.augment.solarize_threshold = 0.5
+  c.augment.views = ()  # per-view overrides (byol, byol_nn: common.BYOL_AUGMENT)
 
   c.model = ml_collections.ConfigDict()
   c.model.name = "resnet18"

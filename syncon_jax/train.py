@@ -177,12 +177,10 @@ def make_train_step(graphdef: nnx.GraphDef, tx, config):
       keys = jax.vmap(lambda i: jax.random.split(jax.random.fold_in(key, i), m * n_views))(
         batch["index"]
       )
-      flat = jnp.broadcast_to(imgs[:, :, None], (b, m, n_views, *imgs.shape[2:]))
-      flat = flat.reshape(b * m * n_views, *imgs.shape[2:])
-      views = augment.augment_batch(
-        keys.reshape(-1), flat, config.augment, out_size=config.data.image_size
+      views = augment.augment_views(
+        keys.reshape(b, m, n_views), imgs, config.augment, out_size=config.data.image_size
       )
-      return preprocess(views, config).reshape(b, m, n_views, *views.shape[1:])
+      return preprocess(views, config)
 
     step_key = jax.random.fold_in(base_key, state.step)
     x = augment_views(step_key, images)

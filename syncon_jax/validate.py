@@ -15,7 +15,7 @@ import os
 import jax
 from absl import logging
 
-from syncon_jax import checkpoint, data, models, objectives, weighting
+from syncon_jax import augment, checkpoint, data, models, objectives, weighting
 from syncon_jax.data import aircraft, birdsnap, cifake
 from syncon_jax.errors import ConfigError, DataError
 
@@ -94,6 +94,7 @@ def check_config(config, *, workdir: str | None = None, for_eval: bool = False) 
       f"Unknown optimizer.schedule {config.optimizer.schedule!r}; valid: ['cosine']"
     )
   _positive(config, "objective.n_views", "data.image_size")
+  augment.read_config(config.augment, n_views=config.objective.n_views)
   if config.optimizer.warmup_steps < 0:
     raise ConfigError(f"optimizer.warmup_steps must be >= 0, got {config.optimizer.warmup_steps}")
   train.check_batch_size(config)

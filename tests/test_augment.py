@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from syncon_jax import augment
+from syncon_jax.augment import ops
 from syncon_jax.errors import ConfigError, DataError
 
 LUMA = np.array([0.299, 0.587, 0.114])
@@ -19,6 +20,7 @@ def _config(**overrides) -> ml_collections.ConfigDict:
   """A config.augment with every op off (identity pipeline) unless overridden."""
   c = ml_collections.ConfigDict(
     dict(
+      ops=("crop", "flip", "color_jitter", "grayscale", "blur", "solarize"),
       crop_scale=(1.0, 1.0),
       crop_ratio=(1.0, 1.0),
       flip=False,
@@ -30,6 +32,9 @@ def _config(**overrides) -> ml_collections.ConfigDict:
       grayscale_prob=0.0,
       blur_prob=0.0,
       blur_sigma=(0.1, 2.0),
+      solarize_prob=0.0,
+      solarize_threshold=0.5,
+      views=(),
     )
   )
   c.update(overrides)
@@ -121,7 +126,7 @@ def test_crop_box_within_image_with_area_and_ratio_in_range():
   # kept and its area is uniform in `scale`.
   scale, ratio = (0.05, 0.2), (0.5, 2.0)
   sampler = jax.jit(
-    jax.vmap(lambda k: augment.sample_crop_box(k, height, width, scale=scale, ratio=ratio))
+    jax.vmap(lambda k: ops.sample_crop_box(k, height, width, scale=scale, ratio=ratio))
   )
   top, left, bh, bw = np.asarray(sampler(_keys(n))).T
   assert (top >= 0).all() and (left >= 0).all() and (bh > 0).all() and (bw > 0).all()
@@ -144,7 +149,7 @@ def test_crop_box_within_image_with_area_and_ratio_in_range():
 def test_crop_box_falls_back_to_centre_crop_when_nothing_fits():
   # Area >= 90% at aspect >= 3 cannot fit a square image: every try fails.
   sampler = jax.jit(
-    jax.vmap(lambda k: augment.sample_crop_box(k, 30, 30, scale=(0.9, 1.0), ratio=(3.0, 4.0)))
+    jax.vmap(lambda k: ops.sample_crop_box(k, 30, 30, scale=(0.9, 1.0), ratio=(3.0, 4.0)))
   )
   boxes = np.asarray(sampler(_keys(20)))
   h = round(30 / 3.0)
@@ -155,9 +160,7 @@ def test_crop_identity_at_full_scale():
   image = jnp.asarray(_image(0, (9, 9, 3)).astype(np.float32))
   crop = jax.jit(
     jax.vmap(
-      lambda k: augment.random_resized_crop(
-        k, image, scale=(1.0, 1.0), ratio=(1.0, 1.0), out_size=9
-      )
+      lambda k: ops.random_resized_crop(k, image, scale=(1.0, 1.0), ratio=(1.0, 1.0), out_size=9)
     )
   )
   out = np.asarray(crop(_keys(3)))
@@ -170,8 +173,8 @@ def test_crop_resamples_its_box_bilinearly(out_size):
   kwargs = dict(scale=(0.2, 0.8), ratio=(0.75, 4 / 3))
 
   def crop(key):
-    box = augment.sample_crop_box(key, 12, 10, **kwargs)
-    return box, augment.random_resized_crop(key, jnp.asarray(image), out_size=out_size, **kwargs)
+    box = ops.sample_crop_box(key, 12, 10, **kwargs)
+    return box, ops.random_resized_crop(key, jnp.asarray(image), out_size=out_size, **kwargs)
 
   with jax.enable_x64(True):
     boxes, outs = jax.jit(jax.vmap(crop))(_keys(4))
@@ -186,9 +189,9 @@ def test_crop_resamples_its_box_bilinearly(out_size):
 def test_flip():
   image = jnp.asarray(_image(2))
   key = jax.random.key(0)
-  np.testing.assert_array_equal(augment.random_flip(key, image, prob=0.0), image)
-  np.testing.assert_array_equal(augment.random_flip(key, image, prob=1.0), np.fliplr(image))
-  flips = jax.jit(jax.vmap(lambda k: augment.random_flip(k, image, prob=0.5)))(_keys(400))
+  np.testing.assert_array_equal(ops.random_flip(key, image, prob=0.0), image)
+  np.testing.assert_array_equal(ops.random_flip(key, image, prob=1.0), np.fliplr(image))
+  flips = jax.jit(jax.vmap(lambda k: ops.random_flip(k, image, prob=0.5)))(_keys(400))
   flipped = np.all(np.asarray(flips) == np.fliplr(image), axis=(1, 2, 3))
   kept = np.all(np.asarray(flips) == np.asarray(image), axis=(1, 2, 3))
   assert (flipped ^ kept).all()
@@ -199,10 +202,8 @@ def test_grayscale_equals_numpy_luma():
   image = _image(3)
   key = jax.random.key(0)
   with jax.enable_x64(True):
-    out = np.asarray(augment.random_grayscale(key, jnp.asarray(image), prob=1.0))
-    np.testing.assert_array_equal(
-      augment.random_grayscale(key, jnp.asarray(image), prob=0.0), image
-    )
+    out = np.asarray(ops.random_grayscale(key, jnp.asarray(image), prob=1.0))
+    np.testing.assert_array_equal(ops.random_grayscale(key, jnp.asarray(image), prob=0.0), image)
   np.testing.assert_allclose(out, np.repeat(np_gray(image)[..., None], 3, axis=-1), atol=1e-12)
 
 
@@ -212,7 +213,7 @@ def test_grayscale_equals_numpy_luma():
 def test_hsv_matches_colorsys_and_round_trips():
   rgb = np.concatenate([_image(4, (200, 3)), np.eye(3), [[0.5, 0.5, 0.5], [0, 0, 0], [1, 1, 1]]])
   with jax.enable_x64(True):
-    convert = jax.jit(lambda x: (augment.rgb_to_hsv(x), augment.hsv_to_rgb(augment.rgb_to_hsv(x))))
+    convert = jax.jit(lambda x: (ops.rgb_to_hsv(x), ops.hsv_to_rgb(ops.rgb_to_hsv(x))))
     hsv, back = (np.asarray(a) for a in convert(jnp.asarray(rgb)))
   expected = np.array([colorsys.rgb_to_hsv(*p) for p in rgb])
   hue_gap = np.abs(hsv[:, 0] - expected[:, 0])
@@ -226,7 +227,7 @@ def test_hue_shift_matches_colorsys():
   image = _image(5, (4, 5, 3))
   deltas = [0.0, 0.1, -0.37, 0.5]
   with jax.enable_x64(True):
-    shift = jax.jit(jax.vmap(augment.adjust_hue, in_axes=(None, 0)))
+    shift = jax.jit(jax.vmap(ops.adjust_hue, in_axes=(None, 0)))
     outs = np.asarray(shift(jnp.asarray(image), jnp.asarray(deltas)))
   for delta, out in zip(deltas, outs, strict=True):
     np.testing.assert_allclose(out, np_hue_shift(image, delta), atol=1e-12)
@@ -237,14 +238,14 @@ def test_brightness_contrast_saturation_definitions():
   with jax.enable_x64(True):
     x = jnp.asarray(image)
     for f in (0.0, 0.6, 1.7):
-      np.testing.assert_allclose(augment.adjust_brightness(x, f), np.clip(f * image, 0, 1))
+      np.testing.assert_allclose(ops.adjust_brightness(x, f), np.clip(f * image, 0, 1))
       np.testing.assert_allclose(
-        augment.adjust_contrast(x, f),
+        ops.adjust_contrast(x, f),
         np.clip(f * image + (1 - f) * np_gray(image).mean(), 0, 1),
         atol=1e-12,
       )
       np.testing.assert_allclose(
-        augment.adjust_saturation(x, f),
+        ops.adjust_saturation(x, f),
         np.clip(f * image + (1 - f) * np_gray(image)[..., None], 0, 1),
         atol=1e-12,
       )
@@ -255,10 +256,10 @@ def test_color_jitter_zero_strength_or_prob_is_identity():
 
   @jax.jit
   def both(key):
-    zero = augment.color_jitter(
+    zero = ops.color_jitter(
       key, image, brightness=0.0, contrast=0.0, saturation=0.0, hue=0.0, prob=1.0
     )
-    never = augment.color_jitter(
+    never = ops.color_jitter(
       key, image, brightness=0.8, contrast=0.8, saturation=0.8, hue=0.5, prob=0.0
     )
     return zero, never
@@ -272,7 +273,7 @@ def test_color_jitter_brightness_alone_multiplies_by_one_factor():
   image = jnp.asarray(_image(8).astype(np.float32))
   jitter = jax.jit(
     jax.vmap(
-      lambda k: augment.color_jitter(
+      lambda k: ops.color_jitter(
         k, image, brightness=0.5, contrast=0.0, saturation=0.0, hue=0.0, prob=1.0
       )
     )
@@ -293,9 +294,9 @@ def test_color_jitter_matches_numpy_for_its_drawn_params():
   strengths = dict(brightness=0.4, contrast=0.5, saturation=0.6, hue=0.2)
 
   def jitter(key):
-    out = augment.color_jitter(key, jnp.asarray(image), prob=1.0, **strengths)
+    out = ops.color_jitter(key, jnp.asarray(image), prob=1.0, **strengths)
     # color_jitter splits its key into (apply, params); the params come from the second.
-    params = augment.jitter_params(jax.random.split(key)[1], dtype=jnp.float64, **strengths)
+    params = ops.jitter_params(jax.random.split(key)[1], dtype=jnp.float64, **strengths)
     return out, params
 
   with jax.enable_x64(True):
@@ -316,7 +317,7 @@ def test_color_jitter_matches_numpy_for_its_drawn_params():
 
 def test_blur_kernel_sums_to_one_and_is_gaussian():
   for sigma in (0.3, 1.0, 2.5):
-    k = np.asarray(augment.gaussian_kernel1d(sigma, 7))
+    k = np.asarray(ops.gaussian_kernel1d(sigma, 7))
     x = np.arange(-3, 4)
     expected = np.exp(-(x**2) / (2 * sigma**2))
     np.testing.assert_allclose(k.sum(), 1.0, rtol=1e-6)
@@ -324,10 +325,10 @@ def test_blur_kernel_sums_to_one_and_is_gaussian():
 
 
 def test_blur_kernel_size_follows_simclr_rule():
-  assert augment.blur_kernel_size(224, 224) == 23  # SimCLR: 224 // 10 = 22 -> radius 11
-  assert augment.blur_kernel_size(96, 120) == 9
-  assert augment.blur_kernel_size(16, 16) == 3  # floor of 3 taps
-  assert all(augment.blur_kernel_size(s, s) % 2 == 1 for s in range(4, 300))
+  assert ops.blur_kernel_size(224, 224) == 23  # SimCLR: 224 // 10 = 22 -> radius 11
+  assert ops.blur_kernel_size(96, 120) == 9
+  assert ops.blur_kernel_size(16, 16) == 3  # floor of 3 taps
+  assert all(ops.blur_kernel_size(s, s) % 2 == 1 for s in range(4, 300))
 
 
 @pytest.mark.parametrize("kernel_size", [None, 5])
@@ -336,11 +337,11 @@ def test_gaussian_blur_equals_numpy_separable_convolution(kernel_size):
   sigma = 1.3
   key = jax.random.key(0)
   with jax.enable_x64(True):
-    out = augment.gaussian_blur(
+    out = ops.gaussian_blur(
       key, jnp.asarray(image), sigma_range=(sigma, sigma), prob=1.0, kernel_size=kernel_size
     )
-    off = augment.gaussian_blur(key, jnp.asarray(image), sigma_range=(0.1, 2.0), prob=0.0)
-  size = kernel_size or augment.blur_kernel_size(12, 9)
+    off = ops.gaussian_blur(key, jnp.asarray(image), sigma_range=(0.1, 2.0), prob=0.0)
+  size = kernel_size or ops.blur_kernel_size(12, 9)
   np.testing.assert_allclose(np.asarray(out), np_gauss_blur(image, sigma, size), atol=1e-12)
   np.testing.assert_array_equal(np.asarray(off), image)
 
@@ -450,4 +451,164 @@ def test_digits_config_is_accepted():
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   cfg = augment.read_config(module.get_config().augment)
-  assert cfg.flip_prob == 0.0 and cfg.crop_scale == (0.5, 1.0)
+  assert cfg.shared["flip"] == 0.0 and cfg.shared["crop_scale"] == (0.5, 1.0)
+
+
+# --------------------------------------------------------------------------- solarisation
+
+
+def test_solarize_equals_numpy_definition():
+  image = _image(15)
+  image[0, 0, 0] = 0.3  # the threshold itself is inverted (BYOL: x < threshold keeps x)
+  key = jax.random.key(0)
+  with jax.enable_x64(True):
+    out = np.asarray(ops.random_solarize(key, jnp.asarray(image), threshold=0.3, prob=1.0))
+    off = np.asarray(ops.random_solarize(key, jnp.asarray(image), threshold=0.3, prob=0.0))
+  np.testing.assert_array_equal(out, np.where(image < 0.3, image, 1.0 - image))
+  assert out[0, 0, 0] == 0.7
+  np.testing.assert_array_equal(off, image)
+
+
+# --------------------------------------------------------------------------- per-view settings
+
+
+def _views_config(views, **overrides) -> dict:
+  return _config(views=views, **overrides).to_dict()
+
+
+def test_per_view_settings_take_effect():
+  # View 0 always blurred (at a fixed sigma) and never solarised, view 1 the other way round;
+  # every other op off, so each view is its op of the image exactly.
+  cfg = _views_config(
+    ({"blur_prob": 1.0, "solarize_prob": 0.0}, {"blur_prob": 0.0, "solarize_prob": 1.0}),
+    blur_sigma=(1.1, 1.1),
+  )
+  # The pipeline computes in float32 (the ops' float64 exactness is tested above).
+  images = np.random.default_rng(16).random((3, 8, 8, 3)).astype(np.float32)
+  keys = jax.random.split(jax.random.key(2), (3, 2))
+  out = np.asarray(augment.augment_views(keys, images, cfg, out_size=8))
+  assert out.shape == (3, 2, 8, 8, 3) and out.dtype == np.float32
+  size = ops.blur_kernel_size(8, 8)
+  for image, views in zip(images.astype(np.float64), out, strict=True):
+    np.testing.assert_allclose(views[0], np_gauss_blur(image, 1.1, size), atol=1e-6)
+    np.testing.assert_allclose(views[1], np.where(image < 0.5, image, 1.0 - image), atol=1e-6)
+
+
+def test_views_are_their_keys_and_settings_and_deterministic():
+  # augment_views = augment_batch per view, under that view's keys and settings; the same keys
+  # give the same views, and without per-view settings it is one batch of every view.
+  byol = _views_config(
+    ({"blur_prob": 1.0, "solarize_prob": 0.0}, {"blur_prob": 0.1, "solarize_prob": 0.2}),
+    crop_scale=(0.3, 1.0),
+    crop_ratio=(0.75, 4 / 3),
+    flip=True,
+  )
+  images = (np.random.default_rng(17).random((2, 3, 10, 10, 3)) * 255).astype(np.uint8)
+  keys = jax.random.split(jax.random.key(3), (2, 3, 2))
+  views = jax.jit(lambda k, x: augment.augment_views(k, x, byol, out_size=8))
+  out = np.asarray(views(keys, images))
+  assert out.shape == (2, 3, 2, 8, 8, 3)
+  np.testing.assert_array_equal(np.asarray(views(keys, images)), out)
+  flat = images.reshape(6, 10, 10, 3)
+  for v in range(2):
+    alone = augment.augment_batch(keys[..., v].reshape(-1), flat, byol, out_size=8, view=v)
+    np.testing.assert_allclose(out[:, :, v].reshape(6, 8, 8, 3), alone, atol=1e-6)
+  other = np.asarray(views(jax.random.split(jax.random.key(4), (2, 3, 2)), images))
+  assert np.abs(other - out).max() > 0.1
+
+  shared = dict(byol, views=())
+  same = np.asarray(augment.augment_views(keys, images, shared, out_size=8))
+  batch = augment.augment_batch(keys.reshape(-1), np.repeat(flat, 2, axis=0), shared, out_size=8)
+  np.testing.assert_array_equal(same.reshape(12, 8, 8, 3), batch)
+
+
+def test_an_op_switched_off_or_added_leaves_the_others_randomness(monkeypatch):
+  # A new op is one function and one registry entry; each op draws from its own stream, so the
+  # crop and flip of a pipeline are the same with or without the ops after them.
+  def invert(key, image, settings):
+    return jnp.where(jax.random.uniform(key) < settings["invert_prob"], 1.0 - image, image)
+
+  monkeypatch.setitem(
+    augment.OPS, "invert", augment.Op(invert, 6, {"invert_prob": augment.pipeline.PROBABILITY})
+  )
+  base = _config(crop_scale=(0.3, 1.0), crop_ratio=(0.75, 4 / 3), flip=True).to_dict()
+  images = np.random.default_rng(18).random((4, 10, 10, 3)).astype(np.float32)
+  keys = _keys(4, seed=9)
+
+  def run(**changes):
+    return np.asarray(augment.augment_batch(keys, images, dict(base, **changes), out_size=8))
+
+  plain = run(ops=("crop", "flip"))
+  np.testing.assert_array_equal(run(), plain)  # the other ops listed, at probability 0
+  np.testing.assert_array_equal(run(ops=("crop", "flip", "invert"), invert_prob=1.0), 1 - plain)
+  np.testing.assert_array_equal(run(ops=("crop", "flip", "invert"), invert_prob=0.0), plain)
+
+
+@pytest.mark.parametrize(
+  "changes, match",
+  [
+    (dict(ops=("crop", "twirl")), r"'twirl'.*valid: \['crop', 'flip'"),
+    (dict(ops=("flip",)), "must include 'crop'"),
+    (dict(ops="crop"), "augment.ops must be a tuple"),
+    (dict(views=({"blur_prob": 2.0}, {})), r"augment.views\[0\].blur_prob must be a number"),
+    (dict(views=({}, {"blur_probb": 0.1})), r"views\[1\] has unknown keys \['blur_probb'\]"),
+    (dict(views={"blur_prob": 0.1}), "augment.views must be a tuple of mappings"),
+    (dict(views=({},)), "1 entries for 2 views"),
+  ],
+)
+def test_bad_pipeline_or_views_raise_config_error(changes, match):
+  with pytest.raises(ConfigError, match=match):
+    augment.read_config(dict(_config().to_dict(), **changes), n_views=2)
+
+
+def test_views_may_be_config_dicts():
+  views = (ml_collections.ConfigDict({"blur_prob": 1.0}), {"blur_prob": 0.0})
+  pipeline = augment.read_config(_views_config(views), n_views=2)
+  assert [v["blur_prob"] for v in pipeline.views] == [1.0, 0.0]
+
+
+def test_settings_of_an_op_left_out_may_stay():
+  # So an op can be switched off from the command line (a key cannot be deleted there).
+  cfg = dict(_config().to_dict(), ops=("crop",))
+  del cfg["solarize_prob"]
+  assert augment.read_config(cfg).ops == ("crop",)
+  with pytest.raises(ConfigError, match="augment.hue"):
+    augment.read_config(dict(cfg, hue=0.9))
+
+
+def test_byol_runs_its_recipe_from_the_config_and_the_command_line(monkeypatch):
+  from configs import digits
+  from tests.conftest import REPO
+  from tests.test_cli import parse
+
+  pipeline = augment.read_config(digits.get_config("objective=byol").augment, n_views=2)
+  assert [v["blur_prob"] for v in pipeline.views] == [1.0, 0.1]
+  assert [v["solarize_prob"] for v in pipeline.views] == [0.0, 0.2]
+  assert all(v["saturation"] == 0.2 and v["flip"] == 0.0 for v in pipeline.views)
+  assert augment.read_config(digits.get_config("objective=byol_nn").augment).views == pipeline.views
+  assert augment.read_config(digits.get_config("objective=simclr").augment).views == ()
+
+  monkeypatch.chdir(REPO)
+  config = parse(
+    [
+      "prog",
+      "--config=configs/digits.py:objective=byol",
+      "--config.augment.views[1].solarize_prob=0.5",
+      "--config.augment.saturation=0.3",
+    ],
+    monkeypatch,
+  )
+  views = augment.read_config(config.augment).views
+  assert [v["solarize_prob"] for v in views] == [0.0, 0.5]
+  assert [v["saturation"] for v in views] == [0.3, 0.3]
+  # The override edited this config's copy of the recipe, not the recipe.
+  assert augment.read_config(digits.get_config("objective=byol").augment).views == pipeline.views
+  config = parse(
+    [
+      "prog",
+      "--config=configs/digits.py:objective=simclr",
+      "--config.augment.views=({'blur_prob': 1.0}, {'blur_prob': 0.0})",
+    ],
+    monkeypatch,
+  )
+  assert [v["blur_prob"] for v in augment.read_config(config.augment).views] == [1.0, 0.0]

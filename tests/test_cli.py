@@ -142,6 +142,10 @@ def _error_line(r) -> str:
     (["--config.total_steps=0"], ["total_steps must be a positive integer"]),
     (["--config.objective.name=simclrr"], ["'simclrr'", "simclr"]),
     (["--config.objective.weighting=mystery"], ["'mystery'", "auto"]),
+    (
+      ["--config=configs/digits.py:objective=byol", "--config.objective.n_views=3"],
+      ["config.augment.views has 2 entries for 3 views"],
+    ),
     (["--config.data.synthetic_dir=/no/such"], ["/no/such", "render_digits --out=/no/such"]),
     (["--bogus=1"], ["bogus", "--helpshort"]),
     (["extra"], ["unexpected arguments"]),

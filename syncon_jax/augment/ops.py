@@ -1,13 +1,10 @@
-"""SimCLR-style image augmentation in JAX, run on the accelerator inside the jitted train step.
+"""The image ops of the augmentation, in JAX: each a pure function of a PRNG key and one image
+`[height, width, 3]` float in [0, 1] with static shapes, and its settings as keyword arguments
+(static Python numbers). The pipeline (pipeline.py) vmaps them over the batch.
 
-`augment_batch` is what the trainer calls: one PRNG key per sample, so a sample's views depend
-only on its key (the trainer derives it from the global sample index), never on how the batch
-is sharded or on which other samples share the batch. Every op below is a pure function of one
-image `[height, width, 3]` float in [0, 1] with static shapes; `augment_batch` vmaps them.
-
-The pipeline is SimCLR's (Chen et al. 2020) in torchvision terms:
-RandomResizedCrop -> RandomHorizontalFlip -> RandomApply(ColorJitter) -> RandomGrayscale
--> RandomApply(GaussianBlur). Normalisation (mean/std) is left to the caller.
+They follow torchvision's SimCLR transforms (Chen et al. 2020): RandomResizedCrop,
+RandomHorizontalFlip, RandomApply(ColorJitter), RandomGrayscale, RandomApply(GaussianBlur), and
+BYOL's solarisation (Grill et al. 2020). Normalisation (mean/std) is left to the caller.
 
 Where this differs from torchvision, on purpose:
 - the crop box is resampled from the full image with `jax.image.scale_and_translate`
@@ -16,20 +13,18 @@ Where this differs from torchvision, on purpose:
   crops first) repeats the box's edge. Inside the box the two agree.
 - grayscale uses ITU-R 601 luma (0.299, 0.587, 0.114); torchvision uses 0.2989.
 - none in ColorJitter: its four ops run in a random order, as in torchvision (see
-  `apply_jitter` for how that stays cheap under vmap).
+  `apply_jitter` for how that stays cheap under vmap). DeepMind's BYOL code uses TensorFlow's
+  colour ops instead (additive brightness, per-channel contrast means, saturation in HSV).
 - the blur kernel is at least 3 taps, so small images still get blurred (SimCLR's size rule
-  gives a 1-tap kernel below 20 pixels).
+  gives a 1-tap kernel below 20 pixels); padding reflects (BYOL's code pads with zeros).
 """
 
 import math
-import numbers
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-
-from syncon_jax.errors import ConfigError, DataError
 
 # ITU-R BT.601 luma weights for R, G, B.
 LUMA_WEIGHTS = (0.299, 0.587, 0.114)
@@ -37,11 +32,7 @@ LUMA_WEIGHTS = (0.299, 0.587, 0.114)
 # torchvision's RandomResizedCrop draws at most this many boxes before the centre-crop fallback.
 CROP_MAX_TRIES = 10
 
-# RandomHorizontalFlip's probability when the config says `flip = True`.
-DEFAULT_FLIP_PROB = 0.5
-
 Array = jax.Array
-Pair = tuple[float, float]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -410,181 +401,14 @@ def gaussian_blur(
 
 
 # ----------------------------------------------------------------------------------------------
-# The batch entry point.
+# Solarisation (BYOL).
 
 
-class AugmentConfig(NamedTuple):
-  """`config.augment` read and checked; every field a static Python value."""
-
-  crop_scale: Pair
-  crop_ratio: Pair
-  flip_prob: float
-  jitter_prob: float
-  brightness: float
-  contrast: float
-  saturation: float
-  hue: float
-  grayscale_prob: float
-  blur_prob: float
-  blur_sigma: Pair
-  blur_kernel_size: int | None
+def solarize(image: Array, threshold: float | Array) -> Array:
+  """Inverts every value of `[...]` at or above `threshold`: x -> 1 - x there."""
+  return jnp.where(image < threshold, image, 1.0 - image)
 
 
-_REQUIRED_KEYS = (
-  "crop_scale",
-  "crop_ratio",
-  "flip",
-  "jitter_prob",
-  "brightness",
-  "contrast",
-  "saturation",
-  "hue",
-  "grayscale_prob",
-  "blur_prob",
-  "blur_sigma",
-)
-_OPTIONAL_KEYS = ("blur_kernel_size",)
-
-
-def read_config(config: Mapping[str, Any] | Any) -> AugmentConfig:
-  """Checks `config.augment` (a ConfigDict or dict) and returns it as an `AugmentConfig`.
-
-  Raises:
-    ConfigError: naming the `augment.<key>` that is missing, unknown or out of range.
-  """
-  if isinstance(config, AugmentConfig):
-    return config
-  keys = set(config.keys())
-  missing = [k for k in _REQUIRED_KEYS if k not in keys]
-  if missing:
-    raise ConfigError(f"config.augment is missing {missing}; it needs {list(_REQUIRED_KEYS)}")
-  unknown = sorted(keys - set(_REQUIRED_KEYS) - set(_OPTIONAL_KEYS))
-  if unknown:
-    raise ConfigError(
-      f"config.augment has unknown keys {unknown}; valid: "
-      f"{list(_REQUIRED_KEYS) + list(_OPTIONAL_KEYS)}"
-    )
-
-  def number(name: str, lo: float, hi: float) -> float:
-    value = config[name]
-    if isinstance(value, bool) or not isinstance(value, int | float) or not lo <= value <= hi:
-      raise ConfigError(f"config.augment.{name} must be a number in [{lo}, {hi}], got {value!r}")
-    return float(value)
-
-  def pair(name: str, lo: float, hi: float, lo_open: bool) -> Pair:
-    value = config[name]
-    ok = isinstance(value, Sequence) and len(value) == 2
-    ok = ok and all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
-    if ok:
-      a, b = float(value[0]), float(value[1])
-      ok = (a > lo if lo_open else a >= lo) and a <= b <= hi
-    if not ok:
-      bracket = "(" if lo_open else "["
-      raise ConfigError(
-        f"config.augment.{name} must be a pair (lo, hi) with {bracket}{lo} < lo <= hi <= {hi}], "
-        f"got {value!r}"
-      )
-    return a, b
-
-  flip = config["flip"]
-  if isinstance(flip, bool):
-    flip_prob = DEFAULT_FLIP_PROB if flip else 0.0
-  else:
-    flip_prob = number("flip", 0.0, 1.0)
-
-  kernel_size = config["blur_kernel_size"] if "blur_kernel_size" in keys else None
-  if kernel_size is not None and (
-    isinstance(kernel_size, bool)
-    or not isinstance(kernel_size, int)
-    or kernel_size < 1
-    or kernel_size % 2 == 0
-  ):
-    raise ConfigError(
-      f"config.augment.blur_kernel_size must be None or a positive odd int, got {kernel_size!r}"
-    )
-
-  inf = math.inf
-  return AugmentConfig(
-    crop_scale=pair("crop_scale", 0.0, 1.0, lo_open=True),
-    crop_ratio=pair("crop_ratio", 0.0, inf, lo_open=True),
-    flip_prob=flip_prob,
-    jitter_prob=number("jitter_prob", 0.0, 1.0),
-    brightness=number("brightness", 0.0, inf),
-    contrast=number("contrast", 0.0, inf),
-    saturation=number("saturation", 0.0, inf),
-    hue=number("hue", 0.0, 0.5),
-    grayscale_prob=number("grayscale_prob", 0.0, 1.0),
-    blur_prob=number("blur_prob", 0.0, 1.0),
-    blur_sigma=pair("blur_sigma", 0.0, inf, lo_open=True),
-    blur_kernel_size=kernel_size,
-  )
-
-
-def to_float_image(images: Array) -> Array:
-  """uint8 0..255 -> float32 / 255; float input is taken to be in [0, 1] already."""
-  images = jnp.asarray(images)
-  if images.dtype == jnp.uint8:
-    return images.astype(jnp.float32) / 255.0
-  if jnp.issubdtype(images.dtype, jnp.floating):
-    return images.astype(jnp.float32)
-  raise DataError(f"Images must be uint8 (0..255) or float in [0, 1], got dtype {images.dtype}")
-
-
-def augment_one(key: Array, image: Array, cfg: AugmentConfig, *, out_size: int) -> Array:
-  """The SimCLR pipeline on one image `[h, w, 3]` float in [0, 1] -> `[out_size, out_size, 3]`.
-
-  The key is split into one subkey per op whatever the config, so turning one op on or off
-  leaves the randomness of the others unchanged. Disabled ops are skipped at trace time.
-  """
-  k_crop, k_flip, k_jitter, k_gray, k_blur = jax.random.split(key, 5)
-  x = random_resized_crop(
-    k_crop, image, scale=cfg.crop_scale, ratio=cfg.crop_ratio, out_size=out_size
-  )
-  if cfg.flip_prob > 0:
-    x = random_flip(k_flip, x, prob=cfg.flip_prob)
-  strengths = (cfg.brightness, cfg.contrast, cfg.saturation, cfg.hue)
-  if cfg.jitter_prob > 0 and any(s > 0 for s in strengths):
-    x = color_jitter(
-      k_jitter,
-      x,
-      brightness=cfg.brightness,
-      contrast=cfg.contrast,
-      saturation=cfg.saturation,
-      hue=cfg.hue,
-      prob=cfg.jitter_prob,
-    )
-  if cfg.grayscale_prob > 0:
-    x = random_grayscale(k_gray, x, prob=cfg.grayscale_prob)
-  if cfg.blur_prob > 0:
-    x = gaussian_blur(
-      k_blur, x, sigma_range=cfg.blur_sigma, prob=cfg.blur_prob, kernel_size=cfg.blur_kernel_size
-    )
-  return x
-
-
-def augment_batch(
-  keys: Array, images: Array, config: Mapping[str, Any] | Any, *, out_size: int
-) -> jnp.ndarray:
-  """Augments each image with its own key (SimCLR pipeline, see the module docstring).
-
-  Args:
-    keys: `[batch]` typed PRNG keys, or `[batch, 2]` raw uint32 keys; one per sample.
-    images: `[batch, height, width, 3]` uint8 (0..255) or float in [0, 1].
-    config: `config.augment` (ConfigDict or dict; keys as in configs/digits.py).
-    out_size: static output side.
-
-  Returns:
-    float32 `[batch, out_size, out_size, 3]` in [0, 1], not normalised.
-  """
-  cfg = read_config(config)
-  if isinstance(out_size, bool) or not isinstance(out_size, numbers.Integral) or out_size < 1:
-    raise ConfigError(f"augment_batch out_size must be a positive int, got {out_size!r}")
-  out_size = int(out_size)
-  images = to_float_image(images)
-  if images.ndim != 4 or images.shape[-1] != 3:
-    raise DataError(f"augment_batch wants images [batch, height, width, 3], got {images.shape}")
-  if not jnp.issubdtype(keys.dtype, jax.dtypes.prng_key):
-    keys = jax.random.wrap_key_data(keys)
-  if keys.shape != images.shape[:1]:
-    raise ValueError(f"Need one key per image: keys {keys.shape}, images {images.shape}")
-  return jax.vmap(lambda k, x: augment_one(k, x, cfg, out_size=out_size))(keys, images)
+def random_solarize(key: Array, image: Array, *, threshold: float, prob: float | Array) -> Array:
+  """BYOL's solarisation of `[h, w, c]` in [0, 1], applied with probability `prob`."""
+  return jnp.where(_draw(key, prob), solarize(image, threshold), image)
