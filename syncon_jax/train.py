@@ -466,7 +466,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     process_index=jax.process_index(),
     process_count=jax.process_count(),
   )
-  # Host data that only this objective reads (byol_nn's neighbour images) joins the batch.
+  # Host data that only this objective reads (a neighbour table's images, say) joins the batch.
   objective_host = objective.host_inputs(config, train) if objective.host_inputs else None
   logging.info(
     "Data %s: %d real train images, %d classes, %d synthetic images, %d synthetic per real.",
