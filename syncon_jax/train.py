@@ -10,7 +10,6 @@ import concurrent.futures
 import json
 import math
 import os
-import time
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -25,7 +24,17 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from syncon_jax import augment, checkpoint, data, metrics, models, objectives, throughput, validate
+from syncon_jax import (
+  augment,
+  checkpoint,
+  data,
+  loop,
+  metrics,
+  models,
+  objectives,
+  throughput,
+  validate,
+)
 from syncon_jax.data import folders, sampler
 from syncon_jax.errors import ConfigError
 from syncon_jax.evaluators import online
@@ -111,19 +120,11 @@ def make_optimizer(config: ml_collections.ConfigDict):
 
 
 def init_model(config, sharding=None) -> tuple[nnx.GraphDef, nnx.State, nnx.State]:
-  """-> (graphdef, params, model_state) of a fresh model from config.seed.
-
-  Initialised inside one jit, so the state is created directly with its sharding on every
-  host. Partitionable threefry is off here only: with it, XLA:CPU took ~25 s to compile the
-  initialisers of even the tiny test ResNet, against ~4 s without (the values differ, and stay
-  a pure function of the seed).
-  """
+  """-> (graphdef, params, model_state) of a fresh model from config.seed, initialised inside one
+  jit (loop.init_in_jit), so the state is created directly with its sharding on every host."""
   create = lambda: models.create_model(config.model, rngs=nnx.Rngs(config.seed))
   graphdef = nnx.graphdef(nnx.eval_shape(create))
-  with jax.threefry_partitionable(False):
-    params, model_state = jax.jit(
-      lambda: nnx.split(create(), nnx.Param, ...)[1:], out_shardings=sharding
-    )()
+  params, model_state = loop.init_in_jit(lambda: nnx.split(create(), nnx.Param, ...)[1:], sharding)
   return graphdef, params, model_state
 
 
@@ -390,17 +391,6 @@ def check_workdir_compatible(workdir: str, config, *, encoder_only: bool = False
         )
 
 
-def _write_config(workdir: str, config) -> None:
-  if jax.process_index() == 0:
-    os.makedirs(workdir, exist_ok=True)
-    path = os.path.join(workdir, "config.json")
-    # Replaced whole, never truncated: the other processes may be reading the previous one
-    # (check_workdir_compatible) at this moment.
-    with open(path + ".tmp", "w") as f:
-      f.write(config.to_json(indent=2))
-    os.replace(path + ".tmp", path)
-
-
 def summarize_objective(workdir: str, state: TrainState, class_names, config) -> dict:
   """The objective's `summarize` at a log step: writes its files into workdir (process 0) and
   returns its metrics ({} for an objective without the hook)."""
@@ -498,7 +488,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     logging.info("No checkpoint in %s: starting from step 0.", ckpt.directory)
   # Written once the data and the state are known to load, so a run that fails on its input
   # leaves no workdir behind that looks like a run.
-  _write_config(workdir, config)
+  loop.write_config(workdir, config)
 
   step_fn = jax.jit(
     make_train_step(graphdef, tx, config),
@@ -512,7 +502,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   views_per_step = config.batch_size * (1 + s) * config.objective.n_views
   prefetch = concurrent.futures.ThreadPoolExecutor(max_workers=1)
   try:
-    t_start, t_last, step_last = time.time(), time.time(), start
+    timer = loop.StepTimer(start)
 
     def host_batch(step):
       host = host_rows(step)
@@ -531,17 +521,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
       done = step + 1
       if step == start:
         # Throughput and ETA count from the end of the first step, which includes compilation.
-        jax.block_until_ready(step_metrics)
-        logging.info("First step (compilation included) took %.1fs.", time.time() - t_start)
+        timer.first_step_done(step_metrics)
         flops, peak = log_step_cost(step_fn, state, batch, config)
-        t_last, step_last = time.time(), done
+        timer.reset(done)
       if done % config.log_every_steps == 0 or done == total:
         # Fetch before reading the clock: dispatch is asynchronous, so the host can be many
         # steps ahead of the device, and timing the dispatch overstates the throughput.
         host_metrics = jax.device_get(step_metrics)
-        now = time.time()
-        rate = (done - step_last) / max(now - t_last, 1e-9) if done > step_last else 0.0
-        t_last, step_last = now, done
+        rate = timer.rate(done)
         row = flatten_metrics(host_metrics, class_names)
         row["learning_rate"] = float(schedule(step))
         row["images_per_sec"] = rate * config.batch_size
@@ -560,7 +547,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
           row["images_per_sec"],
           row["views_per_sec"],
           throughput.describe(row),
-          now - t_start,
+          timer.elapsed,
           eta,
         )
         if not math.isfinite(row["loss"]):
