@@ -5,7 +5,8 @@ A checkpoint holds one item per top-level model part plus one for the rest of th
   encoder/   {"params", "state"}    the encoder's Param and BatchStat collections
   head/      {"params", "state"}    the projection head's
   predictor/ {"params", "state"}    BYOL's predictor, only when the model has one
-  train/     {"step", "opt_state", "objective"}, and "online" (the online probe) when it is on
+  train/     {"step", "opt_state", "objective_params", "objective"}, and "online" (the online
+             probe) when it is on
 
 so that linear_eval restores `encoder` alone and never reads optimiser state.
 """
@@ -32,7 +33,12 @@ def _items(state) -> dict[str, Any]:
     part: {"params": state.params[part], "state": state.model_state.get(part, {})}
     for part in _parts(state)
   }
-  items["train"] = {"step": state.step, "opt_state": state.opt_state, "objective": state.objective}
+  items["train"] = {
+    "step": state.step,
+    "opt_state": state.opt_state,
+    "objective_params": state.objective_params,
+    "objective": state.objective,
+  }
   if state.online:
     # The online probe (eval.online_probe); absent when off, so such checkpoints keep their layout.
     items["train"]["online"] = state.online
@@ -117,6 +123,7 @@ class Checkpointer:
       params=_like(template.params, {p: r[p]["params"] for p in _parts(template)}),
       model_state=_like(template.model_state, {p: r[p]["state"] for p in _parts(template)}),
       opt_state=r["train"]["opt_state"],
+      objective_params=r["train"]["objective_params"],
       objective=r["train"]["objective"],
       online=r["train"].get("online", template.online),
     )

@@ -33,9 +33,10 @@ objective.meta_params = 'ema' starts the lookahead from an EMA of the parameters
 objective.meta_ema_decay) instead of the current ones: the weights then answer for a slower
 encoder, which the current weights bend less from one step to the next.
 
-The state: {"w" [C] the current weights, "ema" (meta_params = 'ema'), "mlp" and "stats"
+The state (buffers only: the meta step is not the loss's gradient, so nothing here is under the
+optimiser): {"w" [C] the current weights, "ema" (meta_params = 'ema'), "mlp" and "stats"
 (meta_hypernet)}. class_weights reads "w", which the hypernetwork form refreshes after each
-update; the train step's gradient of the loss with respect to the state is not used.
+update. `update` gets the objective contract's (outputs, batch, ctx: an UpdateContext).
 """
 
 import jax
@@ -45,7 +46,7 @@ from syncon_jax import losses
 from syncon_jax.errors import ConfigError
 
 META_PARAMS = ("online", "ema")
-# StepInputs.key is the objective's stream for this step; the meta batch's augmentation folds in
+# ctx.key is the objective's stream for this step; the meta batch's augmentation folds in
 # this id, leaving the key itself free for other draws.
 META_AUGMENT_STREAM = 1
 
@@ -74,53 +75,57 @@ def _unit_weight(config) -> float:
 # The meta-gradient.
 
 
-def _projections(inputs, params, views: jax.Array) -> jax.Array:
+def _projections(ctx, params, views: jax.Array) -> jax.Array:
   """views [..., H, W, C] -> unit projections [..., dim] of the model under params (as the
   train step normalises them)."""
   lead = views.shape[:-3]
-  _, z = inputs.apply(params, views.reshape(-1, *views.shape[-3:]))
+  _, z = ctx.apply(params, views.reshape(-1, *views.shape[-3:]))
   z = z / jnp.maximum(jnp.linalg.norm(z, axis=-1, keepdims=True), 1e-12)
   return z.reshape(*lead, z.shape[-1])
 
 
-def synthetic_loss(params, w: jax.Array, inputs, config) -> jax.Array:
+def synthetic_loss(params, w: jax.Array, outputs, batch, ctx) -> jax.Array:
   """L_syn: the SynCon objective of this step's views under params and class weights w [C]."""
-  from syncon_jax.objectives import syncon  # syncon imports weighting, which imports this
+  # syncon imports weighting, which imports this.
+  from syncon_jax.objectives import ObjectiveState, syncon
 
-  z = _projections(inputs, params, inputs.views)
-  return syncon.loss(inputs._replace(z=z), {"weighting": {"w": w}}, config)[0]
+  z = _projections(ctx, params, ctx.views)
+  state = ObjectiveState(params={}, buffers={"weighting": {"w": w}})
+  return syncon.loss(outputs._replace(projections=z), batch, state, ctx).value
 
 
-def meta_batch(inputs, config) -> jax.Array:
+def meta_batch(batch, ctx) -> jax.Array:
   """[b, 1, V, H, W, C]: the step's real images under fresh augmentations."""
-  del config
-  key = jax.random.fold_in(inputs.key, META_AUGMENT_STREAM)
-  return inputs.augment(key, inputs.images[:, :1])
+  key = jax.random.fold_in(ctx.key, META_AUGMENT_STREAM)
+  return ctx.augment(key, batch["real_images"][:, None])
 
 
-def real_loss(params, views: jax.Array, inputs, config) -> jax.Array:
-  """L_real: SupCon over real views [b, 1, V, H, W, C] and inputs.labels (every view an anchor)."""
-  z = _projections(inputs, params, views[:, 0])
+def real_loss(params, views: jax.Array, batch, ctx) -> jax.Array:
+  """L_real: SupCon over real views [b, 1, V, H, W, C] and the real labels (every view an
+  anchor)."""
+  config = ctx.config
+  z = _projections(ctx, params, views[:, 0])
   return losses.supcon_loss(
     z,
-    labels=inputs.labels,
+    labels=batch["real_labels"],
     temperature=config.temperature,
     base_temperature=config.base_temperature,
     block_size=config.block_size,
   )
 
 
-def lookahead(params, w: jax.Array, inputs, config):
+def lookahead(params, w: jax.Array, outputs, batch, ctx):
   """theta_K(w): meta_unroll SGD steps of size meta_inner_lr on L_syn; -> (theta_K, L_syn(theta_0))."""
+  config = ctx.config
   first = None
   for _ in range(config.meta_unroll):
-    value, grads = jax.value_and_grad(synthetic_loss)(params, w, inputs, config)
+    value, grads = jax.value_and_grad(synthetic_loss)(params, w, outputs, batch, ctx)
     first = value if first is None else first
     params = jax.tree.map(lambda p, g: p - config.meta_inner_lr * g, params, grads)
   return params, first
 
 
-def meta_gradient(w: jax.Array, params, inputs, config):
+def meta_gradient(w: jax.Array, params, outputs, batch, ctx):
   """d L_real(theta_K(w)) / dw [C] at the given start parameters.
 
   One lookahead step (meta_unroll = 1) takes no second-order reverse pass. With
@@ -134,27 +139,29 @@ def meta_gradient(w: jax.Array, params, inputs, config):
 
   -> (g [C], {"meta_loss": L_real(theta_K), "meta_inner_loss": L_syn(theta_0, w)}).
   """
-  views = meta_batch(inputs, config)
+  config = ctx.config
+  views = meta_batch(batch, ctx)
   eta = config.meta_inner_lr
   if config.meta_unroll == 1 and config.block_size is None:
-    inner, grads = jax.value_and_grad(synthetic_loss)(params, w, inputs, config)
+    inner, grads = jax.value_and_grad(synthetic_loss)(params, w, outputs, batch, ctx)
     theta = jax.tree.map(lambda p, g: p - eta * g, params, grads)
-    loss, v = jax.value_and_grad(real_loss)(theta, views, inputs, config)
-    grad_w = lambda p: jax.grad(synthetic_loss, argnums=1)(p, w, inputs, config)
+    loss, v = jax.value_and_grad(real_loss)(theta, views, batch, ctx)
+    grad_w = lambda p: jax.grad(synthetic_loss, argnums=1)(p, w, outputs, batch, ctx)
     _, g = jax.jvp(grad_w, (params,), (v,))
     return -eta * g, {"meta_loss": loss, "meta_inner_loss": inner}
 
   def outer(w):
-    theta, inner = lookahead(params, w, inputs, config)
-    return real_loss(theta, views, inputs, config), inner
+    theta, inner = lookahead(params, w, outputs, batch, ctx)
+    return real_loss(theta, views, batch, ctx), inner
 
   (loss, inner), g = jax.value_and_grad(outer, has_aux=True)(w)
   return g, {"meta_loss": loss, "meta_inner_loss": inner}
 
 
-def present_classes(inputs, num_classes: int) -> jax.Array:
+def present_classes(batch, num_classes: int) -> jax.Array:
   """[C] bool: classes with at least one valid synthetic image in the batch."""
-  counts = jax.nn.one_hot(inputs.labels, num_classes) * inputs.synthetic_valid.sum(1)[:, None]
+  valid = batch["synthetic_valid"]
+  counts = jax.nn.one_hot(batch["real_labels"], num_classes) * valid.sum(1)[:, None]
   return counts.sum(0) > 0
 
 
@@ -168,27 +175,28 @@ def centred_step(g: jax.Array, present: jax.Array) -> jax.Array:
   return (gn - jnp.sum(gn) / n) * p
 
 
-def _start_params(state: dict, inputs, config):
-  return state["ema"] if config.meta_params == "ema" else inputs.params
+def _start_params(state: dict, ctx):
+  return state["ema"] if ctx.config.meta_params == "ema" else ctx.params
 
 
-def _meta_direction(state: dict, inputs, config):
+def _meta_direction(state: dict, outputs, batch, ctx):
   """-> (d [C] the centred step direction, metrics); d = 0 on the steps meta_every skips."""
+  config = ctx.config
   w = state["w"]
   num_classes = w.shape[0]
-  params = jax.lax.stop_gradient(_start_params(state, inputs, config))
+  params = jax.lax.stop_gradient(_start_params(state, ctx))
 
   def compute():
-    return meta_gradient(w, params, inputs, config)
+    return meta_gradient(w, params, outputs, batch, ctx)
 
   def skip():
     z = jnp.zeros((), w.dtype)
     return jnp.zeros_like(w), {"meta_loss": z, "meta_inner_loss": z}
 
-  on = inputs.step % config.meta_every == 0
+  on = ctx.step % config.meta_every == 0
   # Every step: no conditional, whose branches XLA compiles as separate computations.
   g, aux = compute() if config.meta_every == 1 else jax.lax.cond(on, compute, skip)
-  present = present_classes(inputs, num_classes) & on
+  present = present_classes(batch, num_classes) & on
   d = centred_step(g, present)
   n = jnp.maximum(present.sum(), 1)
   metrics = {
@@ -200,11 +208,11 @@ def _meta_direction(state: dict, inputs, config):
   return d, metrics
 
 
-def _ema_step(state: dict, inputs, config) -> dict:
-  if config.meta_params != "ema":
+def _ema_step(state: dict, ctx) -> dict:
+  if ctx.config.meta_params != "ema":
     return {}
-  decay = config.meta_ema_decay
-  ema = jax.tree.map(lambda e, o: decay * e + (1.0 - decay) * o, state["ema"], inputs.online_params)
+  decay = ctx.config.meta_ema_decay
+  ema = jax.tree.map(lambda e, o: decay * e + (1.0 - decay) * o, state["ema"], ctx.new_params)
   return {"ema": ema}
 
 
@@ -230,11 +238,10 @@ def class_weights(state: dict, config) -> jax.Array:
   return state["w"]
 
 
-def update(state, grads, inputs, config):
-  del grads
-  d, metrics = _meta_direction(state, inputs, config)
-  w = jnp.clip(state["w"] - config.meta_learning_rate * d, 0.0, 1.0)
-  return {**state, "w": w, **_ema_step(state, inputs, config)}, metrics
+def update(state, outputs, batch, ctx):
+  d, metrics = _meta_direction(state, outputs, batch, ctx)
+  w = jnp.clip(state["w"] - ctx.config.meta_learning_rate * d, 0.0, 1.0)
+  return {**state, "w": w, **_ema_step(state, ctx)}, metrics
 
 
 # ----------------------------------------------------------------------------------------------
@@ -249,11 +256,11 @@ def hypernet_init(num_classes: int, feat_dim: int, config) -> dict:
   return {**state, "w": jnp.full((num_classes,), _unit_weight(config), jnp.float32)}
 
 
-def hypernet_update(state, grads, inputs, config):
+def hypernet_update(state, outputs, batch, ctx):
   from syncon_jax import weighting
 
-  del grads
-  d, metrics = _meta_direction(state, inputs, config)
+  config = ctx.config
+  d, metrics = _meta_direction(state, outputs, batch, ctx)
   # The centred step in w-space, pulled back to the MLP's parameters: phi -= lr * J^T d.
   _, pullback = jax.vjp(
     lambda mlp: weighting._hypernet_weights({**state, "mlp": mlp}, config), state["mlp"]
@@ -262,7 +269,7 @@ def hypernet_update(state, grads, inputs, config):
   mlp = jax.tree.map(
     lambda p, g: p - config.meta_hypernet_learning_rate * g, state["mlp"], phi_grad
   )
-  stats = weighting.stats_update(state["stats"], inputs, config)
-  new = {**state, "mlp": mlp, "stats": stats, **_ema_step(state, inputs, config)}
+  stats = weighting.stats_update(state["stats"], outputs, batch, config)
+  new = {**state, "mlp": mlp, "stats": stats, **_ema_step(state, ctx)}
   new["w"] = weighting._hypernet_weights(new, config)
   return new, {**metrics, **weighting.stats_metrics(stats)}

@@ -10,7 +10,6 @@ import concurrent.futures
 import json
 import math
 import os
-import time
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -25,7 +24,17 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from syncon_jax import augment, checkpoint, data, metrics, models, objectives, throughput, validate
+from syncon_jax import (
+  augment,
+  checkpoint,
+  data,
+  loop,
+  metrics,
+  models,
+  objectives,
+  throughput,
+  validate,
+)
 from syncon_jax.data import folders, sampler
 from syncon_jax.errors import ConfigError
 from syncon_jax.evaluators import online
@@ -37,8 +46,10 @@ class TrainState(NamedTuple):
   step: jax.Array  # int32 scalar: steps completed
   params: nnx.State  # the model's nnx.Param collection
   model_state: nnx.State  # everything else in the model (BatchNorm statistics)
-  opt_state: optax.OptState
-  objective: Any  # the objective's own state (synthetic weights, ...)
+  opt_state: optax.OptState  # of {"model": params, "objective": objective_params}
+  objective: Any  # the objective's buffers (EMA target, queue, running statistics)
+  # The objective's trainable parameters (a classifier, learned weights), under the optimiser.
+  objective_params: Any = {}  # noqa: RUF012 (a NamedTuple field: never mutated)
   online: Any = None  # the online linear probe's classifier (evaluators/online.py), {} when off
 
 
@@ -83,11 +94,25 @@ OPTIMIZERS: dict[str, Callable[[ml_collections.ConfigDict, optax.Schedule], Any]
 
 
 def make_optimizer(config: ml_collections.ConfigDict):
+  """-> (tx, schedule): tx steps {"model": params, "objective": objective params}, the model by
+  optimizer.* on the schedule, the objective's parameters by the objective's own `optimizer`
+  (kept apart by optax.multi_transform: the model's weight decay, trust ratios and momentum never
+  touch them)."""
   name = config.optimizer.name
   if name not in OPTIMIZERS:
     raise ConfigError(f"Unknown optimizer.name {name!r}; valid: {sorted(OPTIMIZERS)}")
   schedule = make_schedule(config)
-  return OPTIMIZERS[name](config.optimizer, schedule), schedule
+  objective = objectives.get_objective(config.objective.name)
+  objective_tx = objective.optimizer(config.objective) if objective.optimizer else None
+  tx = optax.multi_transform(
+    {
+      "model": OPTIMIZERS[name](config.optimizer, schedule),
+      # Parameters without an optimiser of their own stay where init put them.
+      "objective": objective_tx if objective_tx is not None else optax.set_to_zero(),
+    },
+    {"model": "model", "objective": "objective"},
+  )
+  return tx, schedule
 
 
 # ----------------------------------------------------------------------------------------------
@@ -95,19 +120,11 @@ def make_optimizer(config: ml_collections.ConfigDict):
 
 
 def init_model(config, sharding=None) -> tuple[nnx.GraphDef, nnx.State, nnx.State]:
-  """-> (graphdef, params, model_state) of a fresh model from config.seed.
-
-  Initialised inside one jit, so the state is created directly with its sharding on every
-  host. Partitionable threefry is off here only: with it, XLA:CPU took ~25 s to compile the
-  initialisers of even the tiny test ResNet, against ~4 s without (the values differ, and stay
-  a pure function of the seed).
-  """
+  """-> (graphdef, params, model_state) of a fresh model from config.seed, initialised inside one
+  jit (loop.init_in_jit), so the state is created directly with its sharding on every host."""
   create = lambda: models.create_model(config.model, rngs=nnx.Rngs(config.seed))
   graphdef = nnx.graphdef(nnx.eval_shape(create))
-  with jax.threefry_partitionable(False):
-    params, model_state = jax.jit(
-      lambda: nnx.split(create(), nnx.Param, ...)[1:], out_shardings=sharding
-    )()
+  params, model_state = loop.init_in_jit(lambda: nnx.split(create(), nnx.Param, ...)[1:], sharding)
   return graphdef, params, model_state
 
 
@@ -122,16 +139,17 @@ def create_train_state(
   """Initialises model, optimiser and objective state from config.seed."""
   graphdef, params, model_state = init_model(config, sharding)
   objective = objectives.get_objective(config.objective.name)
-  objective_state = objective.init_state(num_classes, feature_dim(config), config.objective)
-  if objective.init_target is not None:
-    # An EMA target network starts as a copy of the initial parameters.
-    objective_state = objective.init_target(objective_state, params, config.objective)
+  # With the initial model parameters: an EMA target network starts as a copy of them.
+  objective_state = objectives.init(
+    objective, num_classes, feature_dim(config), params, config.objective
+  )
   state = TrainState(
     step=jnp.zeros((), jnp.int32),
     params=params,
     model_state=model_state,
-    opt_state=tx.init(params),
-    objective=objective_state,
+    opt_state=tx.init({"model": params, "objective": objective_state.params}),
+    objective_params=objective_state.params,
+    objective=objective_state.buffers,
     online=online.init_state(num_classes, feature_dim(config), config.eval),
   )
   return graphdef, jax.device_put(state, sharding) if sharding is not None else state
@@ -144,19 +162,16 @@ def preprocess(images: jax.Array, config) -> jax.Array:
   return (images - mean) / std
 
 
-# PRNG streams besides the samples' augmentation (which folds the step into the seed's key):
-# fold_in(key(seed), stream) then the step; stream ids no step count reaches.
-NEIGHBOR_STREAM = 2**32 - 2  # the augmentation of the neighbour images
-OBJECTIVE_STREAM = 2**32 - 1  # StepInputs.key
+# The PRNG stream of the objective's own draws besides the samples' augmentation (which folds the
+# step into the seed's key): fold_in(key(seed), stream) then the step; an id no step count reaches.
+OBJECTIVE_STREAM = 2**32 - 1  # LossContext.key
 
 
 def make_train_step(graphdef: nnx.GraphDef, tx, config):
   """Returns train_step(state, batch) -> (state, metrics), to be jitted by the caller.
 
-  batch (global arrays, leading axis sharded on 'data'):
-    real_images [B, H, W, 3] uint8, real_labels [B] int32, index [B] int (global stream position),
-    synthetic_images [B, S, H, W, 3] uint8, synthetic_valid [B, S] bool, synthetic_prompt [B, S]
-    int32; optionally neighbor_images [B, H, W, 3] uint8 (a neighbour of each real image).
+  batch: global arrays, leading axis sharded on 'data': sampler.BATCH_KEYS and the objective's
+  own (its `host_inputs`), passed to the objective as they are.
   """
   objective = objectives.get_objective(config.objective.name)
   n_views = config.objective.n_views
@@ -183,14 +198,8 @@ def make_train_step(graphdef: nnx.GraphDef, tx, config):
       return preprocess(views, config)
 
     step_key = jax.random.fold_in(base_key, state.step)
-    x = augment_views(step_key, images)
-    x = x.reshape(b * k * n_views, *x.shape[3:])
-
-    neighbor_views = None
-    if "neighbor_images" in batch:
-      # One view per real view of each real image's neighbour, keys from the sample's position.
-      nb_step_key = jax.random.fold_in(jax.random.fold_in(base_key, NEIGHBOR_STREAM), state.step)
-      neighbor_views = augment_views(nb_step_key, batch["neighbor_images"][:, None])[:, 0]
+    views = augment_views(step_key, images)
+    x = views.reshape(b * k * n_views, *views.shape[3:])
     objective_key = jax.random.fold_in(jax.random.fold_in(base_key, OBJECTIVE_STREAM), state.step)
 
     def apply(params, images):
@@ -201,7 +210,18 @@ def make_train_step(graphdef: nnx.GraphDef, tx, config):
       h, z = model(images, train=True)
       return h.astype(jnp.float32), z.astype(jnp.float32)
 
-    def loss_fn(params, objective_state):
+    # What the objective sees besides outputs, batch and state; params: the model's Param state
+    # that made the outputs.
+    shared = dict(
+      config=config.objective,
+      step=state.step,
+      key=objective_key,
+      views=views,
+      apply=jax.tree_util.Partial(apply),
+      augment=jax.tree_util.Partial(augment_views),
+    )
+
+    def loss_fn(params, objective_params):
       model = nnx.merge(graphdef, params, state.model_state, copy=True)
       h, z = model(x, train=True)
       z = z.astype(jnp.float32)
@@ -210,61 +230,64 @@ def make_train_step(graphdef: nnx.GraphDef, tx, config):
         predictions = model.predict(z, train=True).astype(jnp.float32)
         predictions = predictions.reshape(b, k, n_views, predictions.shape[-1])
       z = z / jnp.maximum(jnp.linalg.norm(z, axis=-1, keepdims=True), 1e-12)
-      inputs = objectives.StepInputs(
-        z=z.reshape(b, k, n_views, z.shape[-1]),
+      outputs = objectives.Outputs(
+        projections=z.reshape(b, k, n_views, z.shape[-1]),
         features=h.astype(jnp.float32).reshape(b, k, n_views, h.shape[-1]),
-        labels=batch["real_labels"],
-        synthetic_valid=batch["synthetic_valid"],
-        synthetic_prompt=batch["synthetic_prompt"],
-        step=state.step,
         predictions=predictions,
-        views=x.reshape(b, k, n_views, *x.shape[1:]),
-        apply=jax.tree_util.Partial(apply),
-        neighbor_views=neighbor_views,
-        key=objective_key,
-        params=params,
-        images=images,
-        augment=jax.tree_util.Partial(augment_views),
       )
-      out = objective.loss(inputs, objective_state, config.objective)
-      loss, aux = out[:2]
-      carry = out[2] if len(out) == 3 else None
-      return loss, (aux, inputs, carry, nnx.state(model, nnx.Not(nnx.Param)))
+      out = objective.loss(
+        outputs,
+        batch,
+        objectives.ObjectiveState(objective_params, state.objective),
+        objectives.LossContext(params=params, **shared),
+      )
+      return out.value, (out.metrics, outputs, out.carry, nnx.state(model, nnx.Not(nnx.Param)))
 
-    # Gradients for the objective state too: learned synthetic weights train on them in
-    # objective.update (integer leaves, such as counters, get float0 zeros).
-    (loss, (aux, inputs, carry, model_state)), (grads, objective_grads) = jax.value_and_grad(
-      loss_fn, argnums=(0, 1), has_aux=True, allow_int=True
-    )(state.params, state.objective)
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-    objective_state = state.objective
+    # The model's parameters and the objective's trainable ones; its buffers are constants here.
+    (loss, (aux, outputs, carry, model_state)), grads = jax.value_and_grad(
+      loss_fn, argnums=(0, 1), has_aux=True
+    )(state.params, state.objective_params)
+    trainable = {"model": state.params, "objective": state.objective_params}
+    grads = {"model": grads[0], "objective": grads[1]}
+    updates, opt_state = tx.update(grads, state.opt_state, trainable)
+    new = optax.apply_updates(trainable, updates)
+    buffers = state.objective
     if objective.update is not None:
-      objective_state, update_aux = objective.update(
-        state.objective,
-        objective_grads,
-        jax.tree.map(
-          jax.lax.stop_gradient,
-          inputs._replace(params=state.params, online_params=params, carry=carry),
+      buffers, update_aux = objective.update(
+        objectives.ObjectiveState(new["objective"], state.objective),
+        jax.tree.map(jax.lax.stop_gradient, outputs),
+        batch,
+        objectives.UpdateContext(
+          params=state.params,
+          new_params=new["model"],
+          carry=jax.tree.map(jax.lax.stop_gradient, carry),
+          **shared,
         ),
-        config.objective,
       )
       aux = {**aux, **update_aux}
     # The online probe and health metrics read the features after the gradients are taken, under
     # stop_gradient: they cannot change the pretraining.
     online_state, online_metrics = online.update(
-      state.online, inputs.features, inputs.z, inputs.labels, inputs.synthetic_valid, config.eval
+      state.online,
+      outputs.features,
+      outputs.projections,
+      batch["real_labels"],
+      batch["synthetic_valid"],
+      config.eval,
     )
     new_state = state._replace(
       step=state.step + 1,
-      params=params,
+      params=new["model"],
       model_state=model_state,
       opt_state=opt_state,
-      objective=objective_state,
+      objective_params=new["objective"],
+      objective=buffers,
       online=online_state,
     )
-    step_metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), **aux, **online_metrics}
-    return new_state, step_metrics
+    step_metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads["model"])}
+    if jax.tree.leaves(grads["objective"]):
+      step_metrics["objective_grad_norm"] = optax.tree.norm(grads["objective"])
+    return new_state, {**step_metrics, **aux, **online_metrics}
 
   return train_step
 
@@ -306,18 +329,11 @@ def load_data(config, uses_synthetic: bool):
   return train, class_names, synthetic
 
 
-def global_batch(host: dict[str, np.ndarray], sharding: NamedSharding) -> dict[str, jax.Array]:
-  """Process-local rows -> global arrays sharded on 'data' (one global batch across hosts)."""
-  keys = (
-    "real_images",
-    "real_labels",
-    "index",
-    "synthetic_images",
-    "synthetic_valid",
-    "synthetic_prompt",
-  )
-  keys += tuple(k for k in ("neighbor_images",) if k in host)
-  return {k: jax.make_array_from_process_local_data(sharding, host[k]) for k in keys}
+def global_batch(host: dict, sharding: NamedSharding) -> dict:
+  """Process-local rows -> global arrays sharded on 'data' (one global batch across hosts):
+  every key of the host batch but the host-only ones (sampler.HOST_KEYS)."""
+  to_global = lambda x: jax.make_array_from_process_local_data(sharding, x)
+  return {k: jax.tree.map(to_global, v) for k, v in host.items() if k not in sampler.HOST_KEYS}
 
 
 # How long a host that compiled the step waits for the slowest one (a large model on a busy
@@ -373,27 +389,19 @@ def check_workdir_compatible(workdir: str, config, *, encoder_only: bool = False
         )
 
 
-def _write_config(workdir: str, config) -> None:
+def summarize_objective(workdir: str, state: TrainState, class_names, config) -> dict:
+  """The objective's `summarize` at a log step: writes its files into workdir (process 0) and
+  returns its metrics ({} for an objective without the hook)."""
+  objective = objectives.get_objective(config.objective.name)
+  if objective.summarize is None:
+    return {}
+  objective_state = objectives.ObjectiveState(state.objective_params, state.objective)
+  row, files = objective.summarize(objective_state, class_names, config.objective)
   if jax.process_index() == 0:
-    os.makedirs(workdir, exist_ok=True)
-    path = os.path.join(workdir, "config.json")
-    # Replaced whole, never truncated: the other processes may be reading the previous one
-    # (check_workdir_compatible) at this moment.
-    with open(path + ".tmp", "w") as f:
-      f.write(config.to_json(indent=2))
-    os.replace(path + ".tmp", path)
-
-
-def write_synthetic_weights(workdir: str, state: TrainState, class_names, config) -> dict:
-  """Writes <workdir>/synthetic_weights.json ({class name: weight}) and returns the dict."""
-  from syncon_jax.objectives import syncon
-
-  w = np.asarray(jax.device_get(syncon.class_weights(state.objective, config.objective)))
-  weights = {name: float(w[i]) for i, name in enumerate(class_names)}
-  if jax.process_index() == 0:
-    with open(os.path.join(workdir, "synthetic_weights.json"), "w") as f:
-      json.dump(weights, f, indent=2)
-  return weights
+    for name, value in files.items():
+      with open(os.path.join(workdir, name), "w") as f:
+        json.dump(value, f, indent=2)
+  return row
 
 
 def flatten_metrics(step_metrics: dict, class_names) -> dict[str, float]:
@@ -428,7 +436,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   validate.warn_phases(config)
   check_workdir_compatible(workdir, config)
 
-  train, class_names, synthetic = load_data(config, objective.uses_synthetic)
+  train, class_names, synthetic = load_data(config, objective.uses_synthetic(config.objective))
   s = config.data.synthetic_per_real if synthetic is not None else 0
   batches = sampler.BatchSampler(
     train.labels,
@@ -439,11 +447,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     seed=config.seed,
   )
   syn_images = synthetic.images if synthetic is not None else train.images[:0]
-  neighbors = None
-  if config.objective.get("neighbors_file"):
-    neighbors = sampler.load_neighbor_table(
-      config.objective.neighbors_file, len(train.labels), config.objective.neighbor_k
-    )
+  host_rows = batches.bind(
+    train.images,
+    syn_images,
+    synthetic.prompt_ids if synthetic is not None else None,
+    process_index=jax.process_index(),
+    process_count=jax.process_count(),
+  )
+  # Host data that only this objective reads (a neighbour table's images, say) joins the batch.
+  objective_host = objective.host_inputs(config, train) if objective.host_inputs else None
   logging.info(
     "Data %s: %d real train images, %d classes, %d synthetic images, %d synthetic per real.",
     config.data.name,
@@ -474,7 +486,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     logging.info("No checkpoint in %s: starting from step 0.", ckpt.directory)
   # Written once the data and the state are known to load, so a run that fails on its input
   # leaves no workdir behind that looks like a run.
-  _write_config(workdir, config)
+  loop.write_config(workdir, config)
 
   step_fn = jax.jit(
     make_train_step(graphdef, tx, config),
@@ -483,22 +495,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   )
   seed = jax.make_array_from_callback((), replicated, lambda _: np.asarray(config.seed, np.int32))
   writer = metrics.MetricWriter(workdir, start_step=int(jax.device_get(state.step)))
-  is_syncon = config.objective.name == "syncon"
   start = int(jax.device_get(state.step))
   total = config.total_steps
   views_per_step = config.batch_size * (1 + s) * config.objective.n_views
   prefetch = concurrent.futures.ThreadPoolExecutor(max_workers=1)
   try:
-    t_start, t_last, step_last = time.time(), time.time(), start
-    host_batch = lambda step: batches.host_batch(
-      step,
-      train.images,
-      syn_images,
-      process_index=jax.process_index(),
-      process_count=jax.process_count(),
-      synthetic_prompts=synthetic.prompt_ids if synthetic is not None else None,
-      neighbors=neighbors,
-    )
+    timer = loop.StepTimer(start)
+
+    def host_batch(step):
+      host = host_rows(step)
+      return {**host, **objective_host(step, host)} if objective_host else host
+
     # The host assembles (and for lazy data sets decodes) step + 1 while the device runs step.
     next_host = prefetch.submit(host_batch, start)
     for step in range(start, total):
@@ -512,25 +519,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
       done = step + 1
       if step == start:
         # Throughput and ETA count from the end of the first step, which includes compilation.
-        jax.block_until_ready(step_metrics)
-        logging.info("First step (compilation included) took %.1fs.", time.time() - t_start)
+        timer.first_step_done(step_metrics)
         flops, peak = log_step_cost(step_fn, state, batch, config)
-        t_last, step_last = time.time(), done
+        timer.reset(done)
       if done % config.log_every_steps == 0 or done == total:
         # Fetch before reading the clock: dispatch is asynchronous, so the host can be many
         # steps ahead of the device, and timing the dispatch overstates the throughput.
         host_metrics = jax.device_get(step_metrics)
-        now = time.time()
-        rate = (done - step_last) / max(now - t_last, 1e-9) if done > step_last else 0.0
-        t_last, step_last = now, done
+        rate = timer.rate(done)
         row = flatten_metrics(host_metrics, class_names)
         row["learning_rate"] = float(schedule(step))
         row["images_per_sec"] = rate * config.batch_size
         row["views_per_sec"] = rate * views_per_step
         row.update(throughput.utilisation(rate, flops, peak))
-        if is_syncon:
-          for name, w in write_synthetic_weights(workdir, state, class_names, config).items():
-            row[f"synthetic_weight/{name}"] = w
+        row.update(summarize_objective(workdir, state, class_names, config))
         writer.write(done, row)
         ckpt.poll()  # a save that finished since the last log line is reported now
         eta = (total - done) / max(rate, 1e-9)
@@ -543,7 +545,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
           row["images_per_sec"],
           row["views_per_sec"],
           throughput.describe(row),
-          now - t_start,
+          timer.elapsed,
           eta,
         )
         if not math.isfinite(row["loss"]):

@@ -78,6 +78,8 @@ def check_config(config, *, workdir: str | None = None, for_eval: bool = False) 
     check_workdir(workdir, must_hold_checkpoints=for_eval)
   objective = objectives.get_objective(config.objective.name)
   weighting.get_scheme(config.objective.get("weighting", "fixed"))
+  if objective.check_config is not None:
+    objective.check_config(config.objective)
   if config.data.name not in data.DATASETS:
     raise ConfigError(f"Unknown data.name {config.data.name!r}; valid: {sorted(data.DATASETS)}")
   if config.model.name not in models.MODELS:
@@ -105,7 +107,7 @@ def check_config(config, *, workdir: str | None = None, for_eval: bool = False) 
   data_dir = d.get("data_dir")
   if data_dir and "://" not in data_dir and not os.path.isdir(os.path.expanduser(data_dir)):
     raise DataError(f"data.data_dir={data_dir!r} does not exist or is not a folder")
-  if objective.uses_synthetic and not for_eval:
+  if objective.uses_synthetic(config.objective) and not for_eval:
     path = d.get("synthetic_dir")
     how = _MAKE_SYNTHETIC.get(d.name, "see README 'Running your own' for the folder layout")
     if not path:

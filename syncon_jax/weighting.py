@@ -1,16 +1,20 @@
 """Synthetic-weight schemes: how much each class's synthetic positives count in SynCon.
 
-A scheme is four pure functions over its own state (a dict that lives in the objective state, so
+A scheme is pure functions over its own state (a dict that syncon keeps in its ObjectiveState, so
 it is checkpointed and restored with everything else):
 
   init(num_classes, feat_dim, config) -> state
   class_weights(state, config) -> float32 [num_classes] in [0, 1]; differentiable in the state
-  penalty(state, inputs, config) -> scalar added to the loss (the learned schemes' regulariser,
-    the auto scheme's probation term)
-  update(state, grads, inputs, config) -> (state, metrics)
+  penalty(state, outputs, batch, ctx) -> scalar added to the loss (the learned schemes'
+    regulariser, the auto scheme's probation term)
+  update(state, outputs, batch, ctx) -> (state, metrics): the buffers' step (running statistics)
+  init_target(state, params, config) -> state, optional: called once with the initial parameters
+  trainable: the state's keys that are trainable parameters (under the trainer's optimiser, which
+    steps them by `optimizer(config)`); the rest are buffers, moved by `update` alone
 
-`config` is `config.objective`; `grads` is d(loss)/d(state) from the train step and `inputs` the
-step's `objectives.StepInputs` under stop-gradient. Schemes:
+`config` is `config.objective`; outputs, batch and ctx are the objective contract's
+(objectives/__init__.py; ctx an UpdateContext in `update`), under stop-gradient in `update`.
+Schemes:
 
   fixed      every class gets objective.synthetic_weight.
   learned    the proposal's SGD reading: w_c = sigmoid(theta_c), theta trained by SGD on
@@ -42,6 +46,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import optax
 
 from syncon_jax import losses, meta_weighting
 from syncon_jax.errors import ConfigError
@@ -55,10 +60,12 @@ class Scheme(NamedTuple):
   # init_target(state, params, config) -> state, or None: called once with the model's initial
   # parameters (the meta schemes keep an EMA of them; see meta_weighting.py).
   init_target: Any = None
+  trainable: tuple[str, ...] = ()  # keys of the state under the optimiser
+  optimizer: Any = None  # optimizer(config) -> optax transformation of the trainable keys
 
 
-def _no_penalty(state, inputs, config):
-  del state, inputs, config
+def _no_penalty(state, outputs, batch, ctx):
+  del state, outputs, batch, ctx
   return jnp.zeros((), jnp.float32)
 
 
@@ -102,18 +109,18 @@ def _class_sums(values: jax.Array, labels: jax.Array, mask: jax.Array, num_class
   return sums, onehot.sum(0)
 
 
-def _rows(inputs):
-  """Flattens the encoder features of StepInputs into real and synthetic rows (a view = a row).
+def _rows(outputs, batch):
+  """Flattens the encoder features into real and synthetic rows (a view = a row).
 
   -> real [b*V, F], real_labels [b*V], syn [b*S*V, F], syn_labels [b*S*V], syn_valid [b*S*V]
   """
-  h = inputs.features
+  h = outputs.features
   b, k, v, f = h.shape
   real = h[:, 0].reshape(b * v, f)
-  real_labels = jnp.repeat(inputs.labels, v)
+  real_labels = jnp.repeat(batch["real_labels"], v)
   syn = h[:, 1:].reshape(b * (k - 1) * v, f)
-  syn_labels = jnp.repeat(inputs.labels, (k - 1) * v)
-  syn_valid = jnp.repeat(inputs.synthetic_valid.reshape(-1), v)
+  syn_labels = jnp.repeat(batch["real_labels"], (k - 1) * v)
+  syn_valid = jnp.repeat(batch["synthetic_valid"].reshape(-1), v)
   return real, real_labels, syn, syn_labels, syn_valid
 
 
@@ -164,11 +171,11 @@ def _centred(x: jax.Array, center_ema: dict) -> jax.Array:
   return _l2n(x - _ema_value(center_ema)[0])
 
 
-def stats_update(stats: dict, inputs, config) -> dict:
+def stats_update(stats: dict, outputs, batch, config) -> dict:
   """Folds one batch into the running statistics."""
   num_classes = stats["real_mean"]["norm"].shape[0]
   decay = config.stats_decay
-  real, real_labels, syn, syn_labels, syn_valid = _rows(inputs)
+  real, real_labels, syn, syn_labels, syn_valid = _rows(outputs, batch)
   ones = jnp.ones(real_labels.shape, bool)
   one_class = lambda x, mask: _class_sums(x, jnp.zeros(x.shape[0], jnp.int32), mask, 1)
   real_center = _ema_update(stats["real_center"], *one_class(real, ones), decay)
@@ -241,8 +248,8 @@ def _fixed_weights(state: dict, config) -> jax.Array:
   return jnp.full_like(state["w"], w)
 
 
-def _fixed_update(state, grads, inputs, config):
-  del grads, inputs, config
+def _no_update(state, outputs, batch, ctx):
+  del outputs, batch, ctx
   return state, {}
 
 
@@ -271,19 +278,14 @@ def _log_weight_penalty(w: jax.Array, config) -> jax.Array:
   return -config.weight_lambda * jnp.sum(jnp.log(jnp.maximum(w, 1e-6)))
 
 
-def _learned_penalty(state: dict, inputs, config) -> jax.Array:
-  del inputs
-  return _log_weight_penalty(_learned_weights(state, config), config)
+def _learned_penalty(state: dict, outputs, batch, ctx) -> jax.Array:
+  del outputs, batch
+  return _log_weight_penalty(_learned_weights(state, ctx.config), ctx.config)
 
 
-def _sgd(params, grads, lr: float):
-  return jax.tree.map(lambda p, g: p - lr * g, params, grads)
-
-
-def _learned_update(state, grads, inputs, config):
-  del inputs
-  theta = _sgd(state["theta"], grads["theta"], config.weight_learning_rate)
-  return {**state, "theta": theta}, {}
+def _weights_optimizer(config) -> optax.GradientTransformation:
+  """'learned', 'hypernet': plain SGD on the weights' parameters at objective.weight_learning_rate."""
+  return optax.sgd(config.weight_learning_rate)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -331,15 +333,15 @@ def _hypernet_weights(state: dict, config) -> jax.Array:
   return jax.nn.sigmoid(h @ p["w2"] + p["b2"])[:, 0]
 
 
-def _hypernet_penalty(state: dict, inputs, config) -> jax.Array:
-  del inputs
-  return _log_weight_penalty(_hypernet_weights(state, config), config)
+def _hypernet_penalty(state: dict, outputs, batch, ctx) -> jax.Array:
+  del outputs, batch
+  return _log_weight_penalty(_hypernet_weights(state, ctx.config), ctx.config)
 
 
-def _hypernet_update(state, grads, inputs, config):
-  mlp = _sgd(state["mlp"], grads["mlp"], config.weight_learning_rate)
-  stats = stats_update(state["stats"], inputs, config)
-  return {**state, "mlp": mlp, "stats": stats}, stats_metrics(stats)
+def _stats_update(state, outputs, batch, ctx):
+  """'hypernet', 'proto_sim': fold the batch into the running statistics."""
+  stats = stats_update(state["stats"], outputs, batch, ctx.config)
+  return {**state, "stats": stats}, stats_metrics(stats)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -354,12 +356,6 @@ def _proto_init(num_classes: int, feat_dim: int, config) -> dict:
 def _proto_weights(state: dict, config) -> jax.Array:
   del config
   return proto_similarity(state["stats"])
-
-
-def _proto_update(state, grads, inputs, config):
-  del grads
-  stats = stats_update(state["stats"], inputs, config)
-  return {**state, "stats": stats}, stats_metrics(stats)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -394,14 +390,15 @@ def _auto_init(num_classes: int, feat_dim: int, config) -> dict:
   }
 
 
-def _auto_penalty(state: dict, inputs, config) -> jax.Array:
+def _auto_penalty(state: dict, outputs, batch, ctx) -> jax.Array:
   """On probation, SimCLR among the synthetic images (each image's views are its only positives).
 
   Their labels are not used, so the embedding cannot bend towards them; but the encoder learns to
   represent the synthetic domain, which the real images alone do not teach it (measured: without
   this term a real-only encoder recognised the clean renders of 1 and 7 less often than noise).
   """
-  z = inputs.z
+  config = ctx.config
+  z = outputs.projections
   b, k, v, d = z.shape
   if k == 1 or not config.probation_ssl_weight:
     return jnp.zeros((), jnp.float32)
@@ -409,22 +406,22 @@ def _auto_penalty(state: dict, inputs, config) -> jax.Array:
     z[:, 1:].reshape(b * (k - 1), v, d),
     temperature=config.temperature,
     base_temperature=config.base_temperature,
-    valid=inputs.synthetic_valid.reshape(-1),
+    valid=batch["synthetic_valid"].reshape(-1),
     block_size=config.block_size,
   )
-  on_probation = inputs.step < config.probation_steps
+  on_probation = ctx.step < config.probation_steps
   return jnp.where(on_probation, config.probation_ssl_weight, 0.0) * ssl
 
 
-def _auto_update(state, grads, inputs, config):
-  del grads
-  step = inputs.step + 1  # steps completed after this one
+def _auto_update(state, outputs, batch, ctx):
+  config = ctx.config
+  step = ctx.step + 1  # steps completed after this one
   on_probation = step <= config.probation_steps
   # After probation the statistics (and the weights) stay frozen: the embedding is now pulled by
   # the synthetic images, and measuring agreement in it would feed back into the weights.
   stats = jax.lax.cond(
     on_probation,
-    lambda: stats_update(state["stats"], inputs, config),
+    lambda: stats_update(state["stats"], outputs, batch, config),
     lambda: state["stats"],
   )
   w = jnp.where(step >= config.probation_steps, auto_weights(stats, config), 0.0)
@@ -435,10 +432,24 @@ def _auto_update(state, grads, inputs, config):
 # ----------------------------------------------------------------------------------------------
 
 SCHEMES: dict[str, Scheme] = {
-  "fixed": Scheme(_fixed_init, _fixed_weights, _no_penalty, _fixed_update),
-  "learned": Scheme(_learned_init, _learned_weights, _learned_penalty, _learned_update),
-  "hypernet": Scheme(_hypernet_init, _hypernet_weights, _hypernet_penalty, _hypernet_update),
-  "proto_sim": Scheme(_proto_init, _proto_weights, _no_penalty, _proto_update),
+  "fixed": Scheme(_fixed_init, _fixed_weights, _no_penalty, _no_update),
+  "learned": Scheme(
+    _learned_init,
+    _learned_weights,
+    _learned_penalty,
+    _no_update,
+    trainable=("theta",),
+    optimizer=_weights_optimizer,
+  ),
+  "hypernet": Scheme(
+    _hypernet_init,
+    _hypernet_weights,
+    _hypernet_penalty,
+    _stats_update,
+    trainable=("mlp",),
+    optimizer=_weights_optimizer,
+  ),
+  "proto_sim": Scheme(_proto_init, _proto_weights, _no_penalty, _stats_update),
   "auto": Scheme(_auto_init, _state_weights, _auto_penalty, _auto_update),
   "meta": Scheme(
     meta_weighting.init,

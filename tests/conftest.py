@@ -64,3 +64,109 @@ def train_killed_and_resumed(config, workdir: str, monkeypatch):
   monkeypatch.setattr(train.metrics.MetricWriter, "write", real_write)
   assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["6"]
   return train.train_and_evaluate(config, workdir)
+
+
+class StepInputs:
+  """One step's (outputs, batch, ctx) of the objective contract, built by hand for unit tests.
+
+  z [b, 1 + S, V, dim] unit projections; the batch holds real_labels, synthetic_valid,
+  synthetic_prompt (and real_images when given); ctx fields not given are None.
+  """
+
+  def __init__(
+    self,
+    config,
+    z,
+    labels,
+    synthetic_valid,
+    *,
+    features=None,
+    synthetic_prompt=None,
+    step=0,
+    predictions=None,
+    real_images=None,
+    **ctx,
+  ):
+    import jax.numpy as jnp
+
+    from syncon_jax import objectives
+
+    b, k = z.shape[:2]
+    self.outputs = objectives.Outputs(
+      projections=z,
+      features=jnp.abs(z) if features is None else features,
+      predictions=predictions,
+    )
+    self.batch = {
+      "real_labels": jnp.asarray(labels, jnp.int32),
+      "synthetic_valid": jnp.asarray(synthetic_valid),
+      "synthetic_prompt": (
+        jnp.full((b, k - 1), -1, jnp.int32)
+        if synthetic_prompt is None
+        else jnp.asarray(synthetic_prompt, jnp.int32)
+      ),
+    }
+    if real_images is not None:
+      self.batch["real_images"] = real_images
+    fields = dict.fromkeys(objectives.LossContext._fields)
+    fields.update(config=config, step=jnp.asarray(step, jnp.int32), **ctx)
+    self.ctx = objectives.LossContext(**fields)
+
+  def replace(self, **fields):
+    """A copy with outputs/batch/ctx fields replaced (z, features, labels, ... by their names)."""
+    import copy
+
+    new = copy.copy(self)
+    names = {"z": "projections"}
+    outputs = {
+      names.get(k, k): v for k, v in fields.items() if names.get(k, k) in new.outputs._fields
+    }
+    new.outputs = new.outputs._replace(**outputs)
+    batch_names = {"labels": "real_labels"}
+    new.batch = {**new.batch}
+    for k, v in fields.items():
+      if batch_names.get(k, k) in new.batch:
+        new.batch[batch_names.get(k, k)] = v
+    ctx = {k: v for k, v in fields.items() if k in new.ctx._fields}
+    if "step" in ctx:
+      import jax.numpy as jnp
+
+      ctx["step"] = jnp.asarray(ctx["step"], jnp.int32)
+    new.ctx = new.ctx._replace(**ctx)
+    return new
+
+  _replace = replace  # as the NamedTuple it replaces
+
+  @property
+  def z(self):
+    return self.outputs.projections
+
+  @property
+  def features(self):
+    return self.outputs.features
+
+  @property
+  def labels(self):
+    return self.batch["real_labels"]
+
+  @property
+  def synthetic_valid(self):
+    return self.batch["synthetic_valid"]
+
+  @property
+  def synthetic_prompt(self):
+    return self.batch["synthetic_prompt"]
+
+  def loss(self, objective, state):
+    """objective.loss (an Objective, or a function) on these inputs."""
+    fn = getattr(objective, "loss", objective)
+    return fn(self.outputs, self.batch, state, self.ctx)
+
+  def update_context(self, new_params=None, carry=None):
+    from syncon_jax import objectives
+
+    return objectives.UpdateContext(*self.ctx, new_params=new_params, carry=carry)
+
+  def scheme_update(self, scheme, state, **update_fields):
+    """A weighting scheme's update on these inputs."""
+    return scheme.update(state, self.outputs, self.batch, self.update_context(**update_fields))

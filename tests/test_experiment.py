@@ -9,7 +9,7 @@ from sklearn.metrics import roc_auc_score
 
 from configs import digits
 from syncon_jax.errors import ConfigError
-from syncon_jax.tools import experiment
+from syncon_jax.tools import experiment, experiment_plan, experiment_report
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -19,27 +19,27 @@ def test_ranking_auc_equals_the_roc_auc_of_clean_against_corrupted(seed):
   w = {str(c): float(v) for c, v in enumerate(np.round(rng.uniform(size=10), 1))}
   corrupted = ["3", "8", "6"]
   want = roc_auc_score([c not in corrupted for c in w], list(w.values()))
-  assert experiment.ranking_auc(w, corrupted) == pytest.approx(want)
+  assert experiment_report.ranking_auc(w, corrupted) == pytest.approx(want)
 
 
 def test_ranking_auc_extremes():
   w = {"a": 0.9, "b": 0.8, "c": 0.1}
-  assert experiment.ranking_auc(w, ["c"]) == 1.0
-  assert experiment.ranking_auc(w, ["a"]) == 0.0
-  assert experiment.ranking_auc({"a": 0.5, "b": 0.5}, ["b"]) == 0.5
+  assert experiment_report.ranking_auc(w, ["c"]) == 1.0
+  assert experiment_report.ranking_auc(w, ["a"]) == 0.0
+  assert experiment_report.ranking_auc({"a": 0.5, "b": 0.5}, ["b"]) == 0.5
 
 
 def test_method_names():
-  assert experiment.parse_method("supcon") == ("supcon", None)
-  assert experiment.parse_method("syncon-auto") == ("syncon", "auto")
+  assert experiment_plan.parse_method("supcon") == ("supcon", None)
+  assert experiment_plan.parse_method("syncon-auto") == ("syncon", "auto")
   with pytest.raises(ConfigError, match="name the weighting"):
-    experiment.parse_method("syncon")
+    experiment_plan.parse_method("syncon")
   with pytest.raises(ConfigError, match="only syncon"):
-    experiment.parse_method("byol-auto")
+    experiment_plan.parse_method("byol-auto")
 
 
 def test_builder_applies_the_variant_and_the_overrides():
-  make = experiment.config_builder("configs/digits.py:runlocal", {"model.width": 2})
+  make = experiment_plan.config_builder("configs/digits.py:runlocal", {"model.width": 2})
   c = make("byol", None)
   assert c.objective.name == "byol" and c.model.predictor_hidden_dim > 0  # decided by the file
   assert c.runlocal and c.model.width == 2
@@ -54,7 +54,7 @@ def test_summary_reads_every_run(tmp_path):
   config.experiment.seeds = (0, 1)
   config.experiment.baseline_seeds = (0,)
   weights = [{str(c): 1.0 for c in range(10)}, {str(c): float(c) / 10 for c in range(10)}]
-  for method, seeds in experiment.schedule(config):
+  for method, seeds in experiment_plan.schedule(config):
     for seed in seeds:
       run = tmp_path / "runs" / method / f"seed{seed}"
       os.makedirs(run)
@@ -63,7 +63,7 @@ def test_summary_reads_every_run(tmp_path):
       probe = {"top1": 0.9 + seed / 100, "per_class_top1": recall}
       (run / "linear_eval.json").write_text(json.dumps(probe))
       (run / "synthetic_weights.json").write_text(json.dumps(weights[seed]))
-  s = experiment.summarise(config, str(tmp_path))
+  s = experiment_report.summarise(config, str(tmp_path))
   auto = s["methods"]["syncon-auto"]
   assert auto["top1_summary"]["mean"] == pytest.approx(0.905)
   assert auto["top1_summary"]["std"] == pytest.approx(np.std([0.9, 0.91], ddof=1))
@@ -72,7 +72,7 @@ def test_summary_reads_every_run(tmp_path):
   by_hand = np.mean([(a > b) for a in clean for b in (3, 6, 8)])
   assert auto["auc"] == pytest.approx([0.5, by_hand])
   assert "auc" not in s["methods"]["supcon"] and s["methods"]["simclr"]["seeds"] == [0]
-  md = experiment.markdown(s)
+  md = experiment_report.markdown(s)
   assert "| syncon-auto | 0.9050 ± 0.0071 |" in md and "| simclr | 0.9000 (seed 0) |" in md
   assert auto["per_class_top1"]["3"] == 0.5 and auto["per_class_top1"]["4"] == 1.0
   assert auto["per_class_top1"]["9"] == 0.75  # the mean over the seeds that have 9s
@@ -94,7 +94,7 @@ def test_render_audit_sees_swaps_and_noise(tmp_path):
     corrupt_classes=(2, 7),
     corruption="swap",
   )
-  audit = experiment.render_audit(digits.get_config().data, out)
+  audit = experiment_report.render_audit(digits.get_config().data, out)
   assert audit["real_test_top1"] > 0.95
   # Swaps file renders of (c + 5) % 10 under c: the critic must see 7 in folder 2, 2 in folder 7.
   assert audit["classes"]["2"]["recognised"] < 0.2 and audit["classes"]["2"]["seen_as"] == "7"
@@ -130,23 +130,23 @@ def test_run_experiment_writes_the_report_and_does_not_retrain(tmp_path):
 
 
 def test_synthetic_sets_and_denominators_in_method_names():
-  assert experiment.split_method("supcon_syn@clean") == ("supcon_syn", "clean")
-  assert experiment.split_method("syncon-auto") == ("syncon-auto", "corrupted")
-  assert experiment.parse_method("supcon_syn@without-3") == ("supcon_syn", None)
-  assert experiment.parse_method("syncon-fixed+weighted@oracle") == ("syncon", "fixed")
-  assert experiment.method_denominator("syncon-fixed+weighted") == "weighted"
-  assert experiment.method_denominator("syncon-fixed") is None
+  assert experiment_plan.split_method("supcon_syn@clean") == ("supcon_syn", "clean")
+  assert experiment_plan.split_method("syncon-auto") == ("syncon-auto", "corrupted")
+  assert experiment_plan.parse_method("supcon_syn@without-3") == ("supcon_syn", None)
+  assert experiment_plan.parse_method("syncon-fixed+weighted@oracle") == ("syncon", "fixed")
+  assert experiment_plan.method_denominator("syncon-fixed+weighted") == "weighted"
+  assert experiment_plan.method_denominator("syncon-fixed") is None
   with pytest.raises(ConfigError, match="after '@'"):
-    experiment.split_method("supcon_syn@dirty")
+    experiment_plan.split_method("supcon_syn@dirty")
   with pytest.raises(ConfigError, match="denominator form"):
-    experiment.method_denominator("syncon-fixed+own")
+    experiment_plan.method_denominator("syncon-fixed+own")
   config = digits.get_config("fewshot")
-  make = experiment._edit_config(config)
-  c = experiment.method_config(make, config, "syncon-fixed+weighted@oracle", 2, "/s/syn")
+  make = experiment_plan._edit_config(config)
+  c = experiment_plan.method_config(make, config, "syncon-fixed+weighted@oracle", 2, "/s/syn")
   assert c.objective.synthetic_denominator == "weighted" and c.seed == 2
   assert c.data.synthetic_dir == "/s/syn@oracle"
   assert list(c.data.removed_classes) == [str(x) for x in config.experiment.corrupt_classes]
-  c = experiment.method_config(make, config, "supcon_syn@clean", 0, "/s/syn")
+  c = experiment_plan.method_config(make, config, "supcon_syn@clean", 0, "/s/syn")
   assert c.data.corrupt_classes == () and c.data.removed_classes == ()
 
 
@@ -177,14 +177,16 @@ def test_t_interval_paired_difference_and_spearman():
   from scipy import stats
 
   v = [0.70, 0.74, 0.71, 0.78, 0.73]
-  ci = experiment.t_interval(v)
+  ci = experiment_report.t_interval(v)
   lo, hi = stats.t.interval(0.95, 4, loc=np.mean(v), scale=stats.sem(v))
   assert ci["lo"] == pytest.approx(lo) and ci["hi"] == pytest.approx(hi) and ci["n"] == 5
-  assert experiment.t_interval([0.5])["half"] is None
-  d = experiment.paired_difference({0: 0.8, 1: 0.9, 2: 0.7}, {0: 0.7, 1: 0.85, 2: 0.7, 3: 0.1})
+  assert experiment_report.t_interval([0.5])["half"] is None
+  d = experiment_report.paired_difference(
+    {0: 0.8, 1: 0.9, 2: 0.7}, {0: 0.7, 1: 0.85, 2: 0.7, 3: 0.1}
+  )
   assert d["seeds"] == [0, 1, 2] and d["mean"] == pytest.approx(0.05)
-  assert experiment.spearman([1, 2, 3, 4], [10, 30, 20, 40]) == pytest.approx(0.8)
-  assert experiment.spearman([1, 1, 1], [1, 2, 3]) is None
+  assert experiment_report.spearman([1, 2, 3, 4], [10, 30, 20, 40]) == pytest.approx(0.8)
+  assert experiment_report.spearman([1, 1, 1], [1, 2, 3]) is None
 
 
 def test_fewshot_summary_utility_paired_and_rho(tmp_path):
@@ -205,7 +207,7 @@ def test_fewshot_summary_utility_paired_and_rho(tmp_path):
       s: base_pool[s] - true_u[n] + (jitter[s] if int(n) >= 8 else 0.0) for s in ec.seeds
     }
   weights = {n: 1.0 - 0.1 * int(n) for n in names}  # ranks 0..9 as U does, ties aside
-  for method, seeds in experiment.schedule(config):
+  for method, seeds in experiment_plan.schedule(config):
     for s in seeds:
       run = tmp_path / "runs" / method / f"seed{s}"
       os.makedirs(run)
@@ -214,19 +216,19 @@ def test_fewshot_summary_utility_paired_and_rho(tmp_path):
                "per_class_top1": recall}  # fmt: skip
       (run / "linear_eval.json").write_text(json.dumps(probe))
       (run / "synthetic_weights.json").write_text(json.dumps(weights))
-  summary = experiment.summarise(config, str(tmp_path))
+  summary = experiment_report.summarise(config, str(tmp_path))
   u = summary["utility"]
   assert u["0"]["verdict"] == "helpful" and u["0"]["mean"] == pytest.approx(0.02)
   assert u["6"]["verdict"] == "harmful" and u["6"]["mean"] == pytest.approx(-0.03)
   assert u["9"]["verdict"] == "neutral"
   fixed = summary["methods"]["syncon-fixed"]
   assert fixed["separates_u"] == [True] * 3 and fixed["auc_u"] == [1.0] * 3
-  rho = experiment.spearman([weights[n] for n in names], [true_u[n] for n in names])
+  rho = experiment_report.spearman([weights[n] for n in names], [true_u[n] for n in names])
   assert fixed["spearman_w_u"][0] == pytest.approx(rho)
   paired = fixed["paired"]["supcon"]
   assert paired["pool"]["mean"] == pytest.approx(0.06) and paired["pool"]["half"] < 1e-9
   assert paired["test"]["mean"] == pytest.approx(0.06)
-  md = experiment.markdown(summary)
+  md = experiment_report.markdown(summary)
   assert "| 6 | swap | -3.0 ± 0.0 | harmful |" in md
   assert "@without-" not in md
   assert "| syncon-fixed | 80.0 ± " in md
@@ -252,36 +254,38 @@ def test_finished_runs_are_keyed_by_their_settings(tmp_path, monkeypatch):
   monkeypatch.setattr(experiment.train, "train_and_evaluate", fake_train)
   monkeypatch.setattr(experiment.linear_eval, "evaluate", fake_eval)
   config = digits.get_config("fewshot")
-  make = experiment._edit_config(config)
+  make = experiment_plan._edit_config(config)
   workdir = str(tmp_path / "run")
-  experiment.run_one(experiment.method_config(make, config, "syncon-fixed", 0, "/s"), workdir)
-  experiment.run_one(experiment.method_config(make, config, "syncon-fixed", 0, "/s"), workdir)
+  experiment.run_one(experiment_plan.method_config(make, config, "syncon-fixed", 0, "/s"), workdir)
+  experiment.run_one(experiment_plan.method_config(make, config, "syncon-fixed", 0, "/s"), workdir)
   assert len(calls) == 1  # the same settings: read back
   config.experiment.corrupt_classes = ("2",)
-  experiment.run_one(experiment.method_config(make, config, "syncon-fixed", 0, "/s"), workdir)
+  experiment.run_one(experiment_plan.method_config(make, config, "syncon-fixed", 0, "/s"), workdir)
   assert calls == [("3", "8", "1", "6"), ("2",)]  # new labels: trained again
   config.experiment.seeds = (7, 8)  # the experiment section is not a run setting
-  experiment.run_one(experiment.method_config(make, config, "syncon-fixed", 0, "/s"), workdir)
+  experiment.run_one(experiment_plan.method_config(make, config, "syncon-fixed", 0, "/s"), workdir)
   assert len(calls) == 2
 
 
 def test_the_denominator_form_is_a_setting_of_syncon_runs_only():
   config = digits.get_config("fewshot")
-  make = experiment._edit_config(config)
-  a = json.loads(experiment.method_config(make, config, "supcon_syn", 0, "/s").to_json())
-  b = json.loads(experiment.method_config(make, config, "supcon_syn", 0, "/s").to_json())
+  make = experiment_plan._edit_config(config)
+  a = json.loads(experiment_plan.method_config(make, config, "supcon_syn", 0, "/s").to_json())
+  b = json.loads(experiment_plan.method_config(make, config, "supcon_syn", 0, "/s").to_json())
   b["objective"]["synthetic_denominator"] = (
     "all" if a["objective"]["synthetic_denominator"] != "all" else "weighted"
   )
-  assert experiment._run_settings(a) == experiment._run_settings(b)
-  c = json.loads(experiment.method_config(make, config, "syncon-auto+all", 0, "/s").to_json())
-  d = json.loads(experiment.method_config(make, config, "syncon-auto+weighted", 0, "/s").to_json())
-  assert experiment._run_settings(c) != experiment._run_settings(d)
+  assert experiment_plan._run_settings(a) == experiment_plan._run_settings(b)
+  c = json.loads(experiment_plan.method_config(make, config, "syncon-auto+all", 0, "/s").to_json())
+  d = json.loads(
+    experiment_plan.method_config(make, config, "syncon-auto+weighted", 0, "/s").to_json()
+  )
+  assert experiment_plan._run_settings(c) != experiment_plan._run_settings(d)
 
 
 def test_keys_added_by_later_code_do_not_retrain():
   old = {"seed": 0, "objective": {"name": "syncon", "temperature": 0.1}}
   new = {"seed": 0, "objective": {"name": "syncon", "temperature": 0.1, "meta_every": 5}}
-  assert experiment._same_settings(old, new)
+  assert experiment_plan._same_settings(old, new)
   new["objective"]["temperature"] = 0.2
-  assert not experiment._same_settings(old, new)
+  assert not experiment_plan._same_settings(old, new)

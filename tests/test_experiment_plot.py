@@ -6,12 +6,12 @@ import os
 import ml_collections
 import numpy as np
 
-from syncon_jax.tools import experiment
+from syncon_jax.tools import experiment_report
 
 
 def test_spread_keeps_order_and_gap():
   values = [0.0, 0.0, 0.5, 0.0, 0.52]
-  out = experiment._spread(values, gap=0.05)
+  out = experiment_report._spread(values, gap=0.05)
   order = np.argsort(values, kind="stable")
   heights = np.asarray(out)[order]
   assert np.all(np.diff(heights) >= 0.05 - 1e-12)
@@ -23,7 +23,7 @@ def test_corruption_kinds_follow_render_digits():
   c = ml_collections.ConfigDict(
     {"experiment": {"corrupt_classes": ("3", "8", "6"), "corruption": "both"}}
   )
-  assert experiment.experiment_corruptions(c) == {"3": "swap", "8": "swap", "6": "noise"}
+  assert experiment_report.experiment_corruptions(c) == {"3": "swap", "8": "swap", "6": "noise"}
 
 
 def test_plot_names_every_class(tmp_path, monkeypatch):
@@ -55,7 +55,7 @@ def test_plot_names_every_class(tmp_path, monkeypatch):
     lambda self, text, *a, **k: labels.append((text, k["xytext"][1])) or real(self, text, *a, **k),
   )
   path = tmp_path / "w.png"
-  experiment.plot_weights(config, str(tmp_path), str(path))
+  experiment_report.plot_weights(config, str(tmp_path), str(path))
   assert os.path.getsize(path) > 0
   assert len(labels) == 20  # 10 classes x 2 schemes, all at weight 0
   names = [t for t, _ in labels[:10]]

@@ -9,10 +9,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import train_killed_and_resumed
+from conftest import StepInputs, train_killed_and_resumed
 
 from configs import digits
-from syncon_jax import meta_weighting, objectives, train, weighting
+from syncon_jax import meta_weighting, train, weighting
 from syncon_jax.errors import ConfigError
 
 B, C, V = 6, 3, 2  # real images, classes, views
@@ -137,22 +137,32 @@ def _toy(seed=0, s=1, dtype=np.float64):
     assert images.shape == (B, 1, 1, 1, 1)  # the meta batch re-augments the real slot only
     return jnp.asarray(meta_views, dtype)
 
-  inputs = objectives.StepInputs(
-    z=z.reshape(B, 1 + s, V, DIM),
+  inputs = StepInputs(
+    None,
+    z.reshape(B, 1 + s, V, DIM),
+    labels,
+    jnp.ones((B, s), bool),
     features=h.reshape(B, 1 + s, V, FEAT),
-    labels=jnp.asarray(labels, jnp.int32),
-    synthetic_valid=jnp.ones((B, s), bool),
-    synthetic_prompt=jnp.full((B, s), -1, jnp.int32),
-    step=jnp.asarray(0, jnp.int32),
     views=jnp.asarray(views, dtype),
     apply=jax.tree_util.Partial(_apply),
     key=jax.random.key(0),
-    images=jnp.zeros((B, 1 + s, 1, 1, 1), jnp.uint8),
+    real_images=jnp.zeros((B, 1, 1, 1), jnp.uint8),
     augment=jax.tree_util.Partial(augment),
     params=params,
-    online_params=params,
   )
   return inputs, theta, views, meta_views, labels
+
+
+def _update(scheme, state, inputs, cfg, new_params=None):
+  """scheme.update under cfg; new_params (the step's updated parameters) default to ctx.params."""
+  inputs = inputs.replace(config=cfg)
+  new_params = inputs.ctx.params if new_params is None else new_params
+  return inputs.scheme_update(scheme, state, new_params=new_params)
+
+
+def _meta_gradient(w, params, inputs, cfg):
+  ctx = inputs.replace(config=cfg).update_context()
+  return meta_weighting.meta_gradient(w, params, inputs.outputs, inputs.batch, ctx)
 
 
 @pytest.mark.parametrize("unroll", [1, 2])
@@ -161,9 +171,7 @@ def test_meta_gradient_matches_finite_differences_of_a_numpy_lookahead(unroll):
   with jax.enable_x64(True):
     inputs, theta, views, meta_views, labels = _toy()
     w = jnp.asarray([0.2, 0.5, 0.9], jnp.float64)
-    g, aux = jax.jit(lambda w, p, i: meta_weighting.meta_gradient(w, p, i, cfg))(
-      w, inputs.params, inputs
-    )
+    g, aux = jax.jit(lambda w, p: _meta_gradient(w, p, inputs, cfg))(w, inputs.ctx.params)
     g = np.asarray(g)
     inner = float(aux["meta_inner_loss"])
   want = np_meta_gradient(theta, np.asarray(w), views, meta_views, labels, 0.5, 0.5, unroll)
@@ -197,17 +205,17 @@ def test_update_is_a_centred_clipped_step_and_skips_off_steps():
   s = weighting.get_scheme("meta")
   inputs, *_ = _toy(dtype=np.float32)
   state = {"w": jnp.asarray([0.5, 0.5, 0.5], jnp.float32)}
-  new, m = s.update(state, None, inputs, cfg)
+  new, m = _update(s, state, inputs, cfg)
   d = np.asarray(m["meta_direction"])
   assert float(m["meta_step"]) == 1.0 and np.abs(d).max() > 0.1
   np.testing.assert_allclose(np.asarray(new["w"]), 0.5 - 0.1 * d, rtol=1e-6)
   np.testing.assert_allclose(np.asarray(new["w"]).mean(), 0.5, atol=1e-6)  # centred
   # Step 1 is not a meta step (meta_every = 2): the weights stay.
-  off, m = s.update(new, None, inputs._replace(step=jnp.asarray(1, jnp.int32)), cfg)
+  off, m = _update(s, new, inputs._replace(step=1), cfg)
   assert float(m["meta_step"]) == 0.0
   np.testing.assert_array_equal(np.asarray(off["w"]), np.asarray(new["w"]))
   # A huge step still leaves every weight in [0, 1].
-  big, _ = s.update(state, None, inputs, _config(meta_learning_rate=1e3, meta_inner_lr=0.5))
+  big, _ = _update(s, state, inputs, _config(meta_learning_rate=1e3, meta_inner_lr=0.5))
   w = np.asarray(big["w"])
   assert np.all((w >= 0) & (w <= 1)) and np.isin(w, [0.0, 1.0]).sum() >= 2, w
 
@@ -218,8 +226,8 @@ def test_hypernet_form_moves_its_weights_along_the_centred_step():
   inputs, *_ = _toy(dtype=np.float32)
   state = s.init(C, FEAT, cfg)
   # Two updates: the first fills the statistics the MLP reads (its inputs start at zero).
-  state, _ = s.update(state, None, inputs, cfg)
-  new, m = s.update(state, None, inputs, cfg)
+  state, _ = _update(s, state, inputs, cfg)
+  new, m = _update(s, state, inputs, cfg)
   d = np.asarray(m["meta_direction"])
   dw = np.asarray(new["w"]) - np.asarray(state["w"])
   # phi -= lr J^T d changes w by about -lr J J^T d: a descent direction for the centred step.
@@ -234,17 +242,17 @@ def test_ema_start_parameters_follow_the_online_ones():
   cfg = _config(meta_params="ema", meta_ema_decay=0.9, meta_inner_lr=0.5)
   s = weighting.get_scheme("meta")
   inputs, *_ = _toy(dtype=np.float32)
-  params = inputs.params
+  params = inputs.ctx.params
   state = s.init_target(s.init(C, FEAT, cfg), params, cfg)
   online = jax.tree.map(lambda p: p + 1.0, params)
-  new, _ = s.update(state, None, inputs._replace(online_params=online), cfg)
+  new, _ = _update(s, state, inputs, cfg, new_params=online)
   for e, p in zip(jax.tree.leaves(new["ema"]), jax.tree.leaves(params), strict=True):
     np.testing.assert_allclose(np.asarray(e), np.asarray(p) + 0.1, rtol=1e-6)
   # The lookahead starts from the EMA: parameters far from it give another meta-gradient.
   far = inputs._replace(params=jax.tree.map(lambda p: 0.3 * p, params))
-  _, m_ema = s.update(state, None, far, cfg)
-  _, m_online = s.update(state, None, far, _config(meta_inner_lr=0.5))
-  _, m_same = s.update(state, None, inputs, _config(meta_inner_lr=0.5))
+  _, m_ema = _update(s, state, far, cfg)
+  _, m_online = _update(s, state, far, _config(meta_inner_lr=0.5))
+  _, m_same = _update(s, state, inputs, _config(meta_inner_lr=0.5))
   np.testing.assert_allclose(m_ema["meta_direction"], m_same["meta_direction"], rtol=1e-5)
   assert not np.allclose(m_online["meta_direction"], m_ema["meta_direction"], atol=1e-3)
 
@@ -278,7 +286,9 @@ def test_runlocal_meta_run_writes_weights_and_resumes_exactly(synthetic_dir, tmp
   np.testing.assert_allclose(rows[0]["meta_inner_loss"], rows[0]["syncon_loss"], rtol=1e-5)
 
   resumed = train_killed_and_resumed(config, str(tmp_path / "killed"), monkeypatch)
-  leaves = lambda s: jax.tree.leaves((s.params, s.model_state, s.opt_state, s.objective))
+  leaves = lambda s: jax.tree.leaves(
+    (s.params, s.model_state, s.opt_state, s.objective_params, s.objective)
+  )
   for a, b in zip(leaves(straight), leaves(resumed), strict=True):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
   assert os.path.exists(tmp_path / "killed" / "synthetic_weights.json")
@@ -292,9 +302,7 @@ def test_meta_gradient_through_the_blockwise_loss_equals_dense():
     inputs, *_ = _toy(s=2)
     w = jnp.asarray([0.2, 0.5, 0.9], jnp.float64)
     g = {
-      bs: np.asarray(
-        meta_weighting.meta_gradient(w, inputs.params, inputs, _config(block_size=bs))[0]
-      )
+      bs: np.asarray(_meta_gradient(w, inputs.ctx.params, inputs, _config(block_size=bs))[0])
       for bs in (None, 5)
     }
   assert np.abs(g[None]).min() > 1e-6

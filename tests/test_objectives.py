@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import StepInputs
 
 from configs import digits
 from syncon_jax import losses, objectives, weighting
@@ -18,37 +19,32 @@ def _batch(b=6, s=2, v=2, d=5, seed=0):
   return jnp.asarray(z, jnp.float32), jnp.asarray(labels), jnp.ones((b, s), bool)
 
 
-def _inputs(z, labels, valid, features=None):
-  b, k, v, _ = z.shape
-  return objectives.StepInputs(
-    z=z,
-    features=jnp.abs(z) if features is None else features,
-    labels=labels,
-    synthetic_valid=valid,
-    synthetic_prompt=jnp.full((b, k - 1), -1, jnp.int32),
-    step=jnp.zeros((), jnp.int32),
-  )
-
-
 def _config(name, weighting="fixed"):
   return digits.get_config(f"objective={name},weighting={weighting}").objective
 
 
+def _init(obj, num_classes, feat_dim, cfg):
+  return objectives.init(obj, num_classes, feat_dim, None, cfg)
+
+
+def _loss(name, z, labels, valid, state=None):
+  obj = objectives.get_objective(name)
+  cfg = _config(name)
+  state = _init(obj, 3, 5, cfg) if state is None else state
+  return StepInputs(cfg, z, labels, valid).loss(obj, state)
+
+
 def test_supcon_uses_only_the_real_slot():
   z, labels, valid = _batch()
-  obj = objectives.get_objective("supcon")
-  cfg = _config("supcon")
-  loss, _ = obj.loss(_inputs(z, labels, valid), obj.init_state(3, 5, cfg), cfg)
+  loss = _loss("supcon", z, labels, valid).value
   want = losses.supcon_loss(z[:, 0], labels, temperature=0.1, base_temperature=0.1)
   np.testing.assert_allclose(loss, want, rtol=1e-6)
-  assert not obj.uses_synthetic
+  assert not objectives.get_objective("supcon").uses_synthetic(_config("supcon"))
 
 
 def test_supcon_syn_counts_synthetic_images_as_real_samples():
   z, labels, valid = _batch()
-  obj = objectives.get_objective("supcon_syn")
-  cfg = _config("supcon_syn")
-  loss, _ = obj.loss(_inputs(z, labels, valid), {}, cfg)
+  loss = _loss("supcon_syn", z, labels, valid).value
   b, k, v, d = z.shape
   want = losses.supcon_loss(
     z.reshape(b * k, v, d), jnp.repeat(labels, k), temperature=0.1, base_temperature=0.1
@@ -59,9 +55,7 @@ def test_supcon_syn_counts_synthetic_images_as_real_samples():
 def test_supcon_syn_drops_placeholder_slots():
   z, labels, valid = _batch(b=4, s=1)
   valid = valid.at[2, 0].set(False)  # sample 2's class has no synthetic image
-  obj = objectives.get_objective("supcon_syn")
-  cfg = _config("supcon_syn")
-  loss, _ = obj.loss(_inputs(z, labels, valid), {}, cfg)
+  loss = _loss("supcon_syn", z, labels, valid).value
   b, k, v, d = z.shape
   keep = np.array([True] * (b * k))
   keep[2 * k + 1] = False
@@ -76,10 +70,7 @@ def test_supcon_syn_drops_placeholder_slots():
 
 def test_syncon_weights_synthetic_rows_with_the_class_weight():
   z, labels, valid = _batch()
-  obj = objectives.get_objective("syncon")
-  cfg = _config("syncon")
-  state = obj.init_state(3, 5, cfg)
-  loss, aux = obj.loss(_inputs(z, labels, valid), state, cfg)
+  loss, aux, _ = _loss("syncon", z, labels, valid)
   b, k, v, d = z.shape
   rows = z.reshape(b * k * v, d)
   row_labels = jnp.repeat(labels, k * v)
@@ -93,9 +84,7 @@ def test_syncon_weights_synthetic_rows_with_the_class_weight():
 
 def test_syncon_without_synthetic_slots_is_supcon():
   z, labels, _ = _batch(s=0)
-  cfg = _config("syncon")
-  obj = objectives.get_objective("syncon")
-  loss, _ = obj.loss(_inputs(z, labels, jnp.ones((6, 0), bool)), obj.init_state(3, 5, cfg), cfg)
+  loss = _loss("syncon", z, labels, jnp.ones((6, 0), bool)).value
   want = losses.supcon_loss(z[:, 0], labels, temperature=0.1, base_temperature=0.1)
   np.testing.assert_allclose(loss, want, rtol=1e-5)
 
@@ -111,7 +100,8 @@ def test_fixed_weight_must_lie_in_unit_interval():
   cfg = _config("syncon")
   cfg.synthetic_weight = 1.5
   with pytest.raises(ConfigError, match="synthetic_weight"):
-    objectives.get_objective("syncon").init_state(3, 5, cfg)
+    _init(objectives.get_objective("syncon"), 3, 5, cfg)
   cfg.synthetic_weight = 0.25
-  w = jax.device_get(objectives.get_objective("syncon").init_state(4, 5, cfg)["weighting"]["w"])
+  state = _init(objectives.get_objective("syncon"), 4, 5, cfg)
+  w = jax.device_get(state.buffers["weighting"]["w"])
   np.testing.assert_array_equal(w, np.full(4, 0.25, np.float32))

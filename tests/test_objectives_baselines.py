@@ -7,8 +7,9 @@ import os
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
-from conftest import train_killed_and_resumed
+from conftest import StepInputs, train_killed_and_resumed
 
 from configs import cifar10, digits
 from syncon_jax import losses, objectives, train
@@ -29,13 +30,13 @@ def _inputs(seed=0, prompts=None, valid=None, labels=None):
     valid[3, 1] = False
   if labels is None:
     labels = np.array([0, 1, 0, 2, 1, 0])
-  return objectives.StepInputs(
-    z=jnp.asarray(z, jnp.float32),
+  return StepInputs(
+    None,
+    jnp.asarray(z, jnp.float32),
+    labels,
+    valid,
     features=jnp.asarray(rng.normal(size=(B, 1 + S, V, F)), jnp.float32),
-    labels=jnp.asarray(labels, jnp.int32),
-    synthetic_valid=jnp.asarray(valid),
-    synthetic_prompt=jnp.asarray(prompts, jnp.int32),
-    step=jnp.zeros((), jnp.int32),
+    synthetic_prompt=prompts,
   )
 
 
@@ -43,11 +44,17 @@ def _cfg(name):
   return digits.get_config(f"objective={name},runlocal").objective
 
 
+def _init(name, cfg, num_classes=C, feat_dim=F):
+  return objectives.init(objectives.get_objective(name), num_classes, feat_dim, None, cfg)
+
+
 def _loss(name, inputs, cfg=None, state=None):
+  """-> (loss, metrics) of objective `name` on the inputs."""
   obj = objectives.get_objective(name)
   cfg = _cfg(name) if cfg is None else cfg
-  state = obj.init_state(C, F, cfg) if state is None else state
-  return obj.loss(inputs, state, cfg)
+  state = _init(name, cfg) if state is None else state
+  out = inputs.replace(config=cfg).loss(obj, state)
+  return out.value, out.metrics
 
 
 def _lse(x):
@@ -98,14 +105,14 @@ def test_simclr_ignores_labels_and_synthetic_slots():
     synthetic_valid=~inp.synthetic_valid,
   )
   assert float(_loss("simclr", other)[0]) == float(loss)
-  assert not objectives.get_objective("simclr").uses_synthetic
+  assert not objectives.get_objective("simclr").uses_synthetic(_cfg("simclr"))
 
 
 def test_simclr_needs_two_views():
   cfg = _cfg("simclr")
   cfg.n_views = 4
   with pytest.raises(ConfigError, match="n_views=2"):
-    objectives.get_objective("simclr").init_state(C, F, cfg)
+    _init("simclr", cfg)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -134,7 +141,7 @@ def test_stablerep_is_multipos_over_prompt_groups():
   # Valid slots: prompts 0 1 0 -1 2 1 3 2 4 5 0 (slot [3, 1] is a placeholder): 0 has 3 images,
   # 1 and 2 have 2 each, the rest 1 -> (3 * 2 + 2 * 1 + 2 * 1) / 11 others per image.
   assert float(aux["prompt_positives"]) == pytest.approx(10 / 11)
-  assert objectives.get_objective("stablerep").uses_synthetic
+  assert objectives.get_objective("stablerep").uses_synthetic(_cfg("stablerep"))
 
 
 def test_stablerep_blockwise_config_gives_the_same_loss():
@@ -257,10 +264,10 @@ def test_triplet_bad_names_list_the_valid_ones():
   cfg = _cfg("triplet")
   cfg.triplet_mining = "semi_hard"
   with pytest.raises(ConfigError, match="'batch_all'.*'batch_hard'.*'plain'"):
-    objectives.get_objective("triplet").init_state(C, F, cfg)
+    _init("triplet", cfg)
   cfg.triplet_mining, cfg.triplet_metric = "plain", "l1"
   with pytest.raises(ConfigError, match="'cosine'"):
-    objectives.get_objective("triplet").init_state(C, F, cfg)
+    _init("triplet", cfg)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -269,18 +276,19 @@ def test_triplet_bad_names_list_the_valid_ones():
 
 def _classifier(seed=3):
   rng = np.random.default_rng(seed)
-  return {
+  params = {
     "classifier": {
       "kernel": jnp.asarray(rng.normal(size=(F, C)), jnp.float32),
       "bias": jnp.asarray(rng.normal(size=(C,)), jnp.float32),
     }
   }
+  return objectives.ObjectiveState(params=params, buffers={})
 
 
 def _np_supervised(inp, state, with_synthetic, smoothing):
   """-> (loss, d loss / d kernel, d loss / d bias) of cross-entropy over the counted views."""
-  w = np.asarray(state["classifier"]["kernel"], np.float64)
-  bias = np.asarray(state["classifier"]["bias"], np.float64)
+  w = np.asarray(state.params["classifier"]["kernel"], np.float64)
+  bias = np.asarray(state.params["classifier"]["bias"], np.float64)
   feats, labels, valid = (np.asarray(a) for a in (inp.features, inp.labels, inp.synthetic_valid))
   loss, g_w, g_b, n = 0.0, np.zeros_like(w), np.zeros_like(bias), 0
   for i in range(B):
@@ -305,20 +313,27 @@ def test_supervised_cross_entropy_and_its_classifier_step(name, smoothing):
   obj = objectives.get_objective(name)
   cfg = _cfg(name)
   cfg.supervised_label_smoothing = smoothing
-  (loss, aux), grads = jax.value_and_grad(lambda s: obj.loss(inp, s, cfg), has_aux=True)(state)
+  inp = inp.replace(config=cfg)
+  (loss, aux), grads = jax.value_and_grad(
+    lambda p: _loss(name, inp, cfg, state._replace(params=p)), has_aux=True
+  )(state.params)
   want, g_w, g_b = _np_supervised(inp, state, name == "supervised_syn", smoothing)
   assert float(loss) == pytest.approx(want, rel=1e-5)
   assert 0 <= float(aux["train_accuracy"]) <= 1
-  new, metrics = obj.update(state, grads, inp, cfg)
+  # The classifier's step: the objective's optimiser (plain SGD) on its gradient.
+  tx = obj.optimizer(cfg)
+  updates, _ = tx.update(grads, tx.init(state.params), state.params)
+  new = optax.apply_updates(state.params, updates)
   lr = cfg.supervised_learning_rate
+  before = state.params["classifier"]
   np.testing.assert_allclose(
-    new["classifier"]["kernel"], state["classifier"]["kernel"] - lr * g_w, rtol=1e-5, atol=1e-6
+    new["classifier"]["kernel"], before["kernel"] - lr * g_w, rtol=1e-5, atol=1e-6
   )
   np.testing.assert_allclose(
-    new["classifier"]["bias"], state["classifier"]["bias"] - lr * g_b, rtol=1e-5, atol=1e-6
+    new["classifier"]["bias"], before["bias"] - lr * g_b, rtol=1e-5, atol=1e-6
   )
-  assert float(metrics["classifier_grad_norm"]) > 0
-  assert obj.uses_synthetic == (name == "supervised_syn")
+  assert float(optax.tree.norm(grads)) > 0
+  assert obj.uses_synthetic(cfg) == (name == "supervised_syn")
 
 
 def test_supervised_reads_the_slots_it_should():
@@ -335,9 +350,9 @@ def test_supervised_reads_the_slots_it_should():
 
 
 def test_supervised_classifier_starts_at_zero_with_the_feature_width():
-  state = objectives.get_objective("supervised").init_state(10, 32, _cfg("supervised"))
-  assert state["classifier"]["kernel"].shape == (32, 10)
-  assert not np.any(np.asarray(state["classifier"]["kernel"]))
+  state = _init("supervised", _cfg("supervised"), 10, 32)
+  assert state.params["classifier"]["kernel"].shape == (32, 10)
+  assert not np.any(np.asarray(state.params["classifier"]["kernel"]))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -372,7 +387,13 @@ def test_a_few_trainer_steps_lower_the_loss(name, synthetic_dir, tmp_path):
 
 
 def _all_leaves(state):
-  leaves = (state.params, state.model_state, state.opt_state, state.objective)
+  leaves = (
+    state.params,
+    state.model_state,
+    state.opt_state,
+    state.objective_params,
+    state.objective,
+  )
   return [np.asarray(x) for x in jax.tree.leaves(leaves)]
 
 
@@ -389,8 +410,8 @@ def test_supervised_trains_and_resumes_its_classifier_exactly(synthetic_dir, tmp
   rows = _logged(str(tmp_path / "straight"))
   assert rows[0]["loss"] == pytest.approx(np.log(10), rel=1e-5)  # the zero classifier
   assert rows[-1]["loss"] < rows[0]["loss"], [r["loss"] for r in rows]
-  assert all(r["classifier_grad_norm"] > 0 for r in rows)
-  kernel = np.asarray(straight.objective["classifier"]["kernel"])
+  assert all(r["objective_grad_norm"] > 0 for r in rows)
+  kernel = np.asarray(straight.objective_params["classifier"]["kernel"])
   assert kernel.shape == (train.feature_dim(config), 10) and np.any(kernel)
 
   resumed = train_killed_and_resumed(config, str(tmp_path / "killed"), monkeypatch)
@@ -404,4 +425,4 @@ def test_configs_accept_every_baseline(name):
   for module in (digits, cifar10):
     config = module.get_config(f"objective={name},runlocal")
     assert config.objective.name == name
-    objectives.get_objective(name).init_state(10, 8, config.objective)
+    _init(name, config.objective, 10, 8)

@@ -1,6 +1,7 @@
 """MoCo, BYOL and BYOL-NN: target networks, queues and neighbour positives in the one trainer."""
 
 import json
+import types
 
 import jax
 import jax.numpy as jnp
@@ -11,9 +12,9 @@ from conftest import train_killed_and_resumed
 
 from configs import cifar10, digits
 from syncon_jax import data, objectives, train
-from syncon_jax.data import sampler
+from syncon_jax.data import neighbors, sampler
 from syncon_jax.errors import ConfigError, DataError
-from syncon_jax.objectives import momentum
+from syncon_jax.objectives import byol, momentum
 from syncon_jax.tools import nearest_neighbors
 
 
@@ -93,9 +94,9 @@ def test_byol_nn_config_errors():
   config = digits.get_config("objective=byol_nn,runlocal").objective
   obj = objectives.get_objective("byol_nn")
   with pytest.raises(ConfigError, match="neighbors_file"):
-    obj.init_state(10, 8, _with(config, "table"))
+    objectives.init(obj, 10, 8, None, _with(config, "table"))
   with pytest.raises(ConfigError, match="nn_approach"):
-    obj.init_state(10, 8, _with(config, "queue", nn_approach="mean"))
+    objectives.init(obj, 10, 8, None, _with(config, "queue", nn_approach="mean"))
 
 
 def _with(config, source, **overrides):
@@ -122,33 +123,46 @@ def _write_neighbors(path, config, k=3):
   return idx
 
 
-def test_sampler_carries_neighbor_images(tmp_path):
+def test_byol_nn_host_inputs_carry_neighbor_images(tmp_path):
   rng = np.random.default_rng(0)
   n, k = 10, 3
   images = rng.integers(0, 256, (n, 2, 2, 3), dtype=np.uint8)
   labels = np.arange(n) % 2
-  neighbors = np.stack([(np.arange(n) + j + 1) % n for j in range(k)], axis=1)
+  nb_ids = np.stack([(np.arange(n) + j + 1) % n for j in range(k)], axis=1)
   order = rng.permutation(n)
   path = str(tmp_path / "nn.npz")
-  np.savez(path, ids=np.arange(n)[order], neighbors=neighbors[order], distances=np.zeros((n, k)))
-  table = sampler.load_neighbor_table(path, n, 2)
-  np.testing.assert_array_equal(table, neighbors[:, :2])
+  np.savez(path, ids=np.arange(n)[order], neighbors=nb_ids[order], distances=np.zeros((n, k)))
+  table = neighbors.load_neighbor_table(path, n, 2)
+  np.testing.assert_array_equal(table, nb_ids[:, :2])
   s = sampler.BatchSampler(
     labels, np.zeros((0,), np.int32), num_classes=2, batch_size=4, synthetic_per_real=0, seed=0
   )
-  shards = [
-    s.host_batch(5, images, images[:0], process_index=p, process_count=2, neighbors=table)
-    for p in range(2)
-  ]
+  config = digits.get_config("objective=byol_nn,runlocal")
+  config.batch_size, config.seed = 4, 0
+  config.objective.neighbor_source = "table"
+  config.objective.neighbors_file = path
+  config.objective.neighbor_k = 2
+  add = byol.host_inputs(config, types.SimpleNamespace(images=images, labels=labels))
+  shards = [s.host_batch(5, images, images[:0], process_index=p, process_count=2) for p in range(2)]
+  for sh in shards:
+    sh["neighbor_id"] = neighbors.draw(
+      table, sh["real_id"], sh["index"], step=5, batch_size=4, seed=0
+    )
+    sh["neighbor_images"] = add(5, sh)["byol_nn"]["neighbor_images"]
   batch = {key: np.concatenate([sh[key] for sh in shards]) for key in shards[0]}
   np.testing.assert_array_equal(batch["real_id"], s.global_indices(5)[0])
   np.testing.assert_array_equal(batch["real_images"], images[batch["real_id"]])
   assert all(nb in table[r] for r, nb in zip(batch["real_id"], batch["neighbor_id"], strict=True))
   np.testing.assert_array_equal(batch["neighbor_images"], images[batch["neighbor_id"]])
+  # The draw is one global draw: one process drawing the whole batch draws the same neighbours.
+  whole = s.host_batch(5, images, images[:0], process_index=0, process_count=1)
+  np.testing.assert_array_equal(
+    add(5, whole)["byol_nn"]["neighbor_images"], batch["neighbor_images"]
+  )
   with pytest.raises(DataError, match="real train split has 11"):
-    sampler.load_neighbor_table(path, n + 1, 1)
+    neighbors.load_neighbor_table(path, n + 1, 1)
   with pytest.raises(ConfigError, match="neighbor_k"):
-    sampler.load_neighbor_table(path, n, k + 1)
+    neighbors.load_neighbor_table(path, n, k + 1)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -161,11 +175,18 @@ def test_target_gets_no_gradient_and_m_1_keeps_it(synthetic_dir, monkeypatch):
   config = _config("moco", synthetic_dir, moco_momentum=1.0)
   moco = objectives.get_objective("moco")
 
-  def update(state, grads, inputs, cfg):
-    new, metrics = moco.update(state, grads, inputs, cfg)
-    return new, {**metrics, "target_grad_norm": optax.tree.norm(grads["target"])}
+  def loss(outputs, batch, state, ctx):
+    # The target is a buffer, never differentiated by the trainer; its gradient through the
+    # loss must be zero too.
+    def of_target(target):
+      buffers = {**state.buffers, "target": target}
+      return moco.loss(outputs, batch, state._replace(buffers=buffers), ctx).value
 
-  monkeypatch.setitem(objectives.OBJECTIVES, "moco", moco._replace(update=update))
+    out = moco.loss(outputs, batch, state, ctx)
+    grad = jax.grad(of_target)(state.buffers["target"])
+    return out._replace(metrics={**out.metrics, "target_grad_norm": optax.tree.norm(grad)})
+
+  monkeypatch.setitem(objectives.OBJECTIVES, "moco", moco._replace(loss=loss))
   real, _, _ = train.load_data(config, False)
   s = sampler.BatchSampler(
     real.labels,

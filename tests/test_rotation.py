@@ -7,8 +7,9 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import optax
 import pytest
-from conftest import run_cli
+from conftest import StepInputs, run_cli
 
 from syncon_jax import objectives
 from syncon_jax.errors import ConfigError
@@ -54,35 +55,32 @@ def _inputs(seed=0, b=3, v=2, size=4, c=3, feat=5):
     h = jnp.tanh(images.reshape(images.shape[0], -1) @ params["w"])
     return h, h
 
-  inputs = objectives.StepInputs(
-    z=None,
-    features=None,
-    labels=jnp.zeros((b,), jnp.int32),
-    synthetic_valid=jnp.ones((b, 1), bool),
-    synthetic_prompt=jnp.full((b, 1), -1, jnp.int32),
-    step=jnp.zeros((), jnp.int32),
+  config = ml_collections.ConfigDict({"rotation_learning_rate": 0.1})
+  inputs = StepInputs(
+    config,
+    jnp.zeros((b, 2, v, 1)),
+    jnp.zeros((b,), jnp.int32),
+    jnp.ones((b, 1), bool),
     views=jnp.asarray(views),
     apply=jax.tree_util.Partial(apply),
     params={"w": jnp.asarray(w)},
   )
-  state = {
-    "classifier": {
-      "kernel": jnp.asarray(rng.normal(size=(feat, 4)).astype(np.float32)),
-      "bias": jnp.asarray(rng.normal(size=(4,)).astype(np.float32)),
-    }
+  classifier = {
+    "kernel": jnp.asarray(rng.normal(size=(feat, 4)).astype(np.float32)),
+    "bias": jnp.asarray(rng.normal(size=(4,)).astype(np.float32)),
   }
+  state = objectives.ObjectiveState(params={"classifier": classifier}, buffers={})
   return inputs, state, views, w, seen
 
 
 def test_loss_equals_numpy_cross_entropy_of_the_four_way_logits():
   inputs, state, views, w, seen = _inputs()
-  config = ml_collections.ConfigDict({"rotation_learning_rate": 0.1})
-  loss, metrics = rotation.loss(inputs, state, config)
+  loss, metrics, _ = inputs.loss(rotation.OBJECTIVE, state)
 
   # Independent float64 reference: every view of the real slot, in each of np.rot90's rotations.
   x = views[:, 0].reshape(-1, *views.shape[3:]).astype(np.float64)
-  kernel = np.asarray(state["classifier"]["kernel"], np.float64)
-  bias = np.asarray(state["classifier"]["bias"], np.float64)
+  kernel = np.asarray(state.params["classifier"]["kernel"], np.float64)
+  bias = np.asarray(state.params["classifier"]["bias"], np.float64)
   losses, hits = [], []
   for k in range(4):
     r = np.rot90(x, k, axes=(1, 2))
@@ -101,28 +99,32 @@ def test_loss_equals_numpy_cross_entropy_of_the_four_way_logits():
 
 def test_gradients_reach_the_model_and_the_classifier():
   inputs, state, *_ = _inputs(seed=1)
-  config = ml_collections.ConfigDict({"rotation_learning_rate": 0.1})
+  model_params = inputs.ctx.params
 
-  def f(params, state):
-    return rotation.loss(inputs._replace(params=params), state, config)[0]
+  def f(params, classifier):
+    state = objectives.ObjectiveState(params=classifier, buffers={})
+    return inputs._replace(params=params).loss(rotation.OBJECTIVE, state).value
 
-  g_params, g_state = jax.grad(f, argnums=(0, 1))(inputs.params, state)
+  g_params, g_state = jax.grad(f, argnums=(0, 1))(model_params, state.params)
   assert float(jnp.abs(g_params["w"]).max()) > 0
   assert float(jnp.abs(g_state["classifier"]["kernel"]).max()) > 0
-  new, metrics = rotation.update(state, g_state, inputs, config)
+  # The classifier's step: the objective's optimiser (plain SGD at rotation_learning_rate).
+  tx = rotation.optimizer(inputs.ctx.config)
+  new = optax.apply_updates(state.params, tx.update(g_state, tx.init(state.params))[0])
   np.testing.assert_allclose(
     new["classifier"]["kernel"],
-    state["classifier"]["kernel"] - 0.1 * g_state["classifier"]["kernel"],
+    state.params["classifier"]["kernel"] - 0.1 * g_state["classifier"]["kernel"],
     rtol=1e-6,
   )
-  assert metrics["rotation_classifier_grad_norm"] > 0
-  assert f(inputs.params, new) < f(inputs.params, state)  # a small SGD step lowers the loss
+  assert float(optax.tree.norm(g_state)) > 0
+  # A small SGD step lowers the loss.
+  assert f(model_params, new) < f(model_params, state.params)
 
 
 def test_initial_state_gives_log4():
-  state = rotation.init_state(10, 5, None)
+  state = rotation.init(10, 5, None, None)
   inputs, *_ = _inputs(feat=5)
-  loss, _ = rotation.loss(inputs, state, None)
+  loss = inputs.loss(rotation.OBJECTIVE, state).value
   np.testing.assert_allclose(float(loss), np.log(4), rtol=1e-6)
 
 

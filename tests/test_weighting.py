@@ -7,7 +7,9 @@ import os
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
+from conftest import StepInputs
 
 from configs import digits
 from syncon_jax import objectives, weighting
@@ -27,20 +29,35 @@ def _l2n(x):
   return x / np.linalg.norm(x, axis=-1, keepdims=True)
 
 
-def _inputs(real_feat, syn_feat, labels, valid=None, step=0, seed=0):
+def _inputs(real_feat, syn_feat, labels, valid=None, step=0, seed=0, cfg=None):
   """real_feat [b, V, F], syn_feat [b, S, V, F] -> StepInputs with random unit projections."""
   b, s, v, _ = syn_feat.shape
   rng = np.random.default_rng(seed)
   z = _l2n(rng.normal(size=(b, 1 + s, v, D)))
   valid = np.ones((b, s), bool) if valid is None else valid
-  return objectives.StepInputs(
-    z=jnp.asarray(z, jnp.float32),
+  return StepInputs(
+    cfg,
+    jnp.asarray(z, jnp.float32),
+    labels,
+    valid,
     features=jnp.asarray(np.concatenate([real_feat[:, None], syn_feat], 1), jnp.float32),
-    labels=jnp.asarray(labels, jnp.int32),
-    synthetic_valid=jnp.asarray(valid),
-    synthetic_prompt=jnp.full((b, s), -1, jnp.int32),
-    step=jnp.asarray(step, jnp.int32),
+    step=step,
   )
+
+
+def _update(scheme, state, inputs, cfg):
+  """The scheme's update on these inputs under cfg."""
+  return inputs.replace(config=cfg).scheme_update(scheme, state)
+
+
+def _sgd_step(scheme, state, grads, cfg):
+  """The trainable keys of a scheme's state after its optimiser's step on grads."""
+  if scheme.optimizer is None:
+    return state
+  params = {k: state[k] for k in scheme.trainable}
+  tx = scheme.optimizer(cfg)
+  updates, _ = tx.update({k: grads[k] for k in params}, tx.init(params), params)
+  return {**state, **optax.apply_updates(params, updates)}
 
 
 CENTRES = np.eye(C, F) * 4.0  # well separated class centres in feature space
@@ -61,10 +78,17 @@ def _batch(rng, b=32, s=1, v=2, syn_source=None, noise_classes=()):
 def _run_scheme(scheme, cfg, steps, rng, **batch_kw):
   s = weighting.get_scheme(scheme)
   state = s.init(C, F, cfg)
-  update = jax.jit(lambda st, inp: s.update(st, jax.tree.map(jnp.zeros_like, st), inp, cfg))
+
+  @jax.jit
+  def update(state, outputs, batch, step):
+    ctx = StepInputs(cfg, outputs.projections, batch["real_labels"], batch["synthetic_valid"])
+    ctx = ctx.replace(step=step).update_context()
+    return s.update(state, outputs, batch, ctx)
+
   for step in range(steps):
     real, syn, labels = _batch(rng, **batch_kw)
-    state, _ = update(state, _inputs(real, syn, labels, step=step, seed=step))
+    inp = _inputs(real, syn, labels, step=step, seed=step)
+    state, _ = update(state, inp.outputs, inp.batch, inp.ctx.step)
   return np.asarray(s.class_weights(state, cfg)), state
 
 
@@ -81,7 +105,7 @@ def test_weights_stay_in_unit_interval(scheme):
     # Huge gradients of either sign must not push a weight out of [0, 1].
     sign = (-1.0) ** step
     grads = jax.tree.map(lambda x, sign=sign: 1e3 * sign * jnp.ones_like(x), state)
-    state, _ = s.update(state, grads, inputs, cfg)
+    state, _ = _update(s, _sgd_step(s, state, grads, cfg), inputs, cfg)
     w = np.asarray(s.class_weights(state, cfg))
     assert w.shape == (C,) and np.all(w >= 0) and np.all(w <= 1), w
 
@@ -93,16 +117,17 @@ def test_learned_weights_receive_the_loss_gradient_plus_the_log_penalty():
   obj = objectives.get_objective("syncon")
   rng = np.random.default_rng(1)
   real, syn, labels = _batch(rng, b=8)
-  inputs = _inputs(real, syn, labels)
-  state = obj.init_state(C, F, cfg)
-  grads = jax.grad(lambda st: obj.loss(inputs, st, cfg)[0])(state)["weighting"]["theta"]
+  inputs = _inputs(real, syn, labels, cfg=cfg)
+  state = objectives.init(obj, C, F, None, cfg)
+  grads = jax.grad(lambda p: inputs.loss(obj, state._replace(params=p)).value)(state.params)
+  grads = grads["weighting"]["theta"]
   assert np.all(np.abs(np.asarray(grads)) > 0)
 
   def syncon_only(theta):
-    st = {"weighting": {"theta": theta}}
-    return obj.loss(inputs, st, cfg)[1]["syncon_loss"]
+    st = state._replace(params={"weighting": {"theta": theta}})
+    return inputs.loss(obj, st).metrics["syncon_loss"]
 
-  theta = state["weighting"]["theta"]
+  theta = state.params["weighting"]["theta"]
   w = np.asarray(jax.nn.sigmoid(theta), np.float64)
   eps = 1e-3
   dl_dtheta = np.array(
@@ -118,19 +143,24 @@ def test_learned_weights_receive_the_loss_gradient_plus_the_log_penalty():
 def test_learned_and_hypernet_step_against_their_gradient():
   rng = np.random.default_rng(2)
   real, syn, labels = _batch(rng, b=8)
-  inputs = _inputs(real, syn, labels)
   obj = objectives.get_objective("syncon")
   for scheme, key in (("learned", "theta"), ("hypernet", "mlp")):
     cfg = _config(scheme, weight_learning_rate=0.1)
-    state = obj.init_state(C, F, cfg)
+    inputs = _inputs(real, syn, labels, cfg=cfg)
+    state = objectives.init(obj, C, F, None, cfg)
     # The hypernetwork reads statistics: fill them once so its inputs are not all zero.
-    state, _ = obj.update(state, jax.tree.map(jnp.zeros_like, state), inputs, cfg)
-    grads = jax.grad(lambda st, cfg=cfg: obj.loss(inputs, st, cfg)[0], allow_int=True)(state)
-    new, _ = obj.update(state, grads, inputs, cfg)
+    buffers, _ = obj.update(state, inputs.outputs, inputs.batch, inputs.update_context())
+    state = state._replace(buffers=buffers)
+    grads = jax.grad(lambda p, st=state, i=inputs: i.loss(obj, st._replace(params=p)).value)(
+      state.params
+    )
+    # The objective's parameters under its own optimiser (plain SGD at weight_learning_rate).
+    tx = obj.optimizer(cfg)
+    new = optax.apply_updates(state.params, tx.update(grads, tx.init(state.params))[0])
     flat_g = jax.tree.leaves(grads["weighting"][key])
     assert any(np.abs(np.asarray(g)).max() > 0 for g in flat_g), scheme
     for before, after, g in zip(
-      jax.tree.leaves(state["weighting"][key]),
+      jax.tree.leaves(state.params["weighting"][key]),
       jax.tree.leaves(new["weighting"][key]),
       flat_g,
       strict=True,
@@ -151,7 +181,7 @@ def test_running_statistics_match_a_numpy_ema():
     labels = rng.integers(0, C - 1, size=b)  # class C-1 never appears
     real = rng.normal(size=(b, 2, F))
     syn = rng.normal(size=(b, 1, 2, F))
-    state, _ = s.update(state, None, _inputs(real, syn, labels, step=step), cfg)
+    state, _ = _update(s, state, _inputs(real, syn, labels, step=step), cfg)
     for c in range(C):
       rows = real[labels == c].reshape(-1, F)
       if len(rows):
@@ -181,7 +211,7 @@ def test_auto_zero_on_probation_then_frozen():
   for step in range(16):
     # After probation every synthetic image turns into noise: the weights must not follow.
     real, syn, labels = _batch(rng, noise_classes=range(C) if step >= 10 else ())
-    state, _ = s.update(state, None, _inputs(real, syn, labels, step=step), cfg)
+    state, _ = _update(s, state, _inputs(real, syn, labels, step=step), cfg)
     history.append(np.asarray(s.class_weights(state, cfg)))
   assert all(np.all(h == 0) for h in history[:9])
   assert np.all(history[9] > 0.9)
@@ -205,7 +235,7 @@ def test_a_class_without_synthetic_images_gets_no_weight_and_no_nan():
   for step in range(5):
     real, syn, labels = _batch(rng)
     valid = (labels != 2)[:, None]  # class 2 has no synthetic images: placeholder slots
-    state, _ = s.update(state, None, _inputs(real, syn, labels, valid=valid, step=step), cfg)
+    state, _ = _update(s, state, _inputs(real, syn, labels, valid=valid, step=step), cfg)
   w = np.asarray(s.class_weights(state, cfg))
   assert np.all(np.isfinite(w)) and w[2] == 0.0 and np.all(w[[0, 1, 3]] > 0.9), w
 

@@ -4,51 +4,33 @@ Real images form an endless stream of per-epoch permutations; permutation e is d
 np.random.default_rng((seed, e)) and batch `step` is stream positions [step*B, (step+1)*B), so a
 batch may straddle two epochs and every image appears once per epoch. Each real image gets
 `synthetic_per_real` synthetic images of its class, drawn uniformly with replacement from
-np.random.default_rng((seed, 1, step)). With a neighbour table (byol_nn), each real image also
-gets one of its k neighbours, drawn uniformly from np.random.default_rng((seed, 2, step)).
-Nothing depends on the process or device count, so a
+np.random.default_rng((seed, 1, step)). Nothing depends on the process or device count, so a
 resumed run or a run on another topology sees the same global batches.
 """
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
 from syncon_jax.errors import ConfigError, DataError
 
-
-def load_neighbor_table(path: str, num_real: int, k: int) -> np.ndarray:
-  """The neighbours file of tools/nearest_neighbors -> int64 [num_real, k], row i the ids
-  (real train indices) of image i's k nearest neighbours, nearest first.
-
-  The file's `ids` must cover the real train split exactly (it is keyed by data.load_real's
-  train indices, so it must come from latents of this data config).
-  """
-  if not os.path.isfile(path):
-    raise DataError(f"No neighbours file at {path} (objective.neighbors_file)")
-  try:
-    with np.load(path, allow_pickle=False) as f:
-      ids, neighbors = np.asarray(f["ids"], np.int64), np.asarray(f["neighbors"], np.int64)
-  except (OSError, ValueError, KeyError) as e:
-    raise DataError(f"{path} is not a neighbours file with `ids` and `neighbors`: {e}") from e
-  if neighbors.ndim != 2 or ids.shape != neighbors.shape[:1]:
-    raise DataError(f"{path}: ids {ids.shape} and neighbors {neighbors.shape} do not match")
-  if not isinstance(k, int) or not 1 <= k <= neighbors.shape[1]:
-    raise ConfigError(
-      f"objective.neighbor_k must be in [1, {neighbors.shape[1]}] for {path}, got {k!r}"
-    )
-  if len(ids) != num_real or not np.array_equal(np.sort(ids), np.arange(num_real)):
-    raise DataError(
-      f"{path} has neighbours for {len(ids)} ids, but the real train split has {num_real} "
-      "images (ids must be exactly 0..N-1): make it from latents of this data config."
-    )
-  if neighbors.min() < 0 or neighbors.max() >= num_real:
-    raise DataError(f"{path}: neighbour ids outside [0, {num_real})")
-  table = np.empty((num_real, k), np.int64)
-  table[ids] = neighbors[:, :k]
-  return table
+# The batch at a step, defined once: host_batch fills every key, train.global_batch ships
+# BATCH_KEYS to the devices, and the objectives read them (b rows, S = synthetic_per_real; with
+# S = 0 the synthetic arrays have a 0-sized axis). An objective's own host data (its
+# `host_inputs`) joins the batch under keys it names.
+BATCH_KEYS = {
+  "real_images": "uint8 [b, H, W, 3]",
+  "real_labels": "int32 [b]",
+  "index": "int64 [b] position in the global stream (per-sample PRNG keys)",
+  "synthetic_images": "uint8 [b, S, H, W, 3] of the real image's class (zeros in invalid slots)",
+  "synthetic_valid": "bool [b, S], False for a placeholder (a class without synthetic images)",
+  "synthetic_prompt": "int32 [b, S] prompt id (metadata.jsonl), -1 in invalid slots or none",
+}
+# Host-side only (never sent to the devices).
+HOST_KEYS = {
+  "synthetic_labels": "int32 [b, S] the synthetic images' labels (the real label if invalid)",
+  "real_id": "int64 [b] the real images' indices in real_images",
+}
 
 
 class BatchSampler:
@@ -148,7 +130,6 @@ class BatchSampler:
     process_index: int,
     process_count: int,
     synthetic_prompts: np.ndarray | None = None,
-    neighbors: np.ndarray | None = None,
   ) -> dict[str, np.ndarray]:
     """This host's rows [p*B/P, (p+1)*B/P) of the global batch at `step`, as numpy arrays.
 
@@ -156,18 +137,49 @@ class BatchSampler:
       real_images: uint8 [N, H, W, 3], aligned with real_labels.
       synthetic_images: uint8 [M, H, W, 3], aligned with synthetic_labels.
       synthetic_prompts: int32 [M] prompt id per synthetic image (-1: none), or None.
-      neighbors: int [N, k] real indices of each real image's neighbours (load_neighbor_table),
-        or None.
 
-    Returns, with b = B / P:
-      real_images uint8 [b, H, W, 3], real_labels int32 [b], index int64 [b] (position in the
-      global stream, for per-sample PRNG keys), synthetic_images uint8 [b, S, H, W, 3] (zeros in
-      invalid slots), synthetic_labels int32 [b, S] (the real label in invalid slots),
-      synthetic_valid bool [b, S], synthetic_prompt int32 [b, S] (-1 in invalid slots or without
-      prompts), real_id int64 [b] (the real images' indices in real_images). With S = 0 the
-      synthetic arrays have a 0-sized axis. With `neighbors`, also neighbor_id int64 [b] (one of
-      the row's k neighbours, uniformly) and neighbor_images uint8 [b, H, W, 3].
+    Returns BATCH_KEYS and HOST_KEYS, with b = B / P.
     """
+    self.check_images(real_images, synthetic_images)
+    return self._host_rows(
+      step, real_images, synthetic_images, process_index, process_count, synthetic_prompts
+    )
+
+  def bind(
+    self,
+    real_images,
+    synthetic_images,
+    synthetic_prompts=None,
+    *,
+    process_index: int,
+    process_count: int,
+  ):
+    """-> host_batch(step) for these images and this process, the shapes checked once."""
+    self.check_images(real_images, synthetic_images)
+    return lambda step: self._host_rows(
+      step, real_images, synthetic_images, process_index, process_count, synthetic_prompts
+    )
+
+  def check_images(self, real_images, synthetic_images) -> None:
+    if len(real_images) != self.num_real:
+      raise ValueError(f"real_images has {len(real_images)} rows, labels {self.num_real}")
+    if len(synthetic_images) != self.synthetic_labels.size:
+      raise ValueError(
+        f"synthetic_images has {len(synthetic_images)} rows, labels {self.synthetic_labels.size}"
+      )
+    if (
+      self.synthetic_per_real
+      and len(synthetic_images)
+      and synthetic_images.shape[1:] != real_images.shape[1:]
+    ):
+      raise DataError(
+        f"Synthetic images have shape {synthetic_images.shape[1:]} but real images "
+        f"{real_images.shape[1:]}; load both at the same data.image_size."
+      )
+
+  def _host_rows(
+    self, step, real_images, synthetic_images, process_index, process_count, synthetic_prompts
+  ) -> dict[str, np.ndarray]:
     if process_count < 1 or not 0 <= process_index < process_count:
       raise ValueError(f"process_index {process_index} not in [0, {process_count})")
     if self.batch_size % process_count:
@@ -175,22 +187,7 @@ class BatchSampler:
         f"batch_size={self.batch_size} is not divisible by the process count {process_count}; "
         "set batch_size to a multiple of it."
       )
-    if len(real_images) != self.num_real:
-      raise ValueError(f"real_images has {len(real_images)} rows, labels {self.num_real}")
-    if len(synthetic_images) != self.synthetic_labels.size:
-      raise ValueError(
-        f"synthetic_images has {len(synthetic_images)} rows, labels {self.synthetic_labels.size}"
-      )
     image_shape = real_images.shape[1:]
-    if (
-      self.synthetic_per_real
-      and len(synthetic_images)
-      and synthetic_images.shape[1:] != image_shape
-    ):
-      raise DataError(
-        f"Synthetic images have shape {synthetic_images.shape[1:]} but real images "
-        f"{image_shape}; load both at the same data.image_size."
-      )
     per_host = self.batch_size // process_count
     rows = slice(process_index * per_host, (process_index + 1) * per_host)
     real, synthetic, valid = self.global_indices(step)
@@ -205,7 +202,7 @@ class BatchSampler:
       syn_labels[valid] = self.synthetic_labels[synthetic[valid]]
       if synthetic_prompts is not None:
         syn_prompts[valid] = synthetic_prompts[synthetic[valid]]
-    out = {
+    return {
       "real_images": real_images[real],
       "real_labels": labels,
       "index": int(step) * self.batch_size + np.arange(rows.start, rows.stop, dtype=np.int64),
@@ -215,11 +212,3 @@ class BatchSampler:
       "synthetic_prompt": syn_prompts,
       "real_id": real,
     }
-    if neighbors is not None:
-      if len(neighbors) != self.num_real:
-        raise ValueError(f"neighbors has {len(neighbors)} rows, real labels {self.num_real}")
-      u = np.random.default_rng((self.seed, 2, int(step))).random(self.batch_size)[rows]
-      col = np.minimum((u * neighbors.shape[1]).astype(np.int64), neighbors.shape[1] - 1)
-      out["neighbor_id"] = neighbors[real, col]
-      out["neighbor_images"] = real_images[out["neighbor_id"]]
-    return out

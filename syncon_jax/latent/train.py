@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import functools
 import os
-import time
 from typing import Any
 
 import jax
@@ -26,7 +25,7 @@ import optax
 from absl import app, flags, logging
 from flax import nnx
 
-from syncon_jax import data, metrics
+from syncon_jax import data, loop, metrics
 from syncon_jax.errors import ConfigError, exit_on_user_error
 from syncon_jax.latent import models
 
@@ -62,9 +61,7 @@ def init_model(config, num_images: int) -> tuple[nnx.GraphDef, nnx.State]:
     rngs=nnx.Rngs(config.seed),
   )
   graphdef = nnx.graphdef(nnx.eval_shape(create))
-  with jax.threefry_partitionable(False):
-    params = jax.jit(lambda: nnx.split(create(), nnx.Param)[1])()
-  return graphdef, params
+  return graphdef, loop.init_in_jit(lambda: nnx.split(create(), nnx.Param)[1])
 
 
 def make_optimizer(config, params: nnx.State) -> optax.GradientTransformation:
@@ -139,13 +136,6 @@ def write_latents(path: str, ids: np.ndarray, latents: np.ndarray, labels: np.nd
   os.replace(tmp, path)
 
 
-def _write_config(workdir: str, config) -> None:
-  path = os.path.join(workdir, "config.json")
-  with open(path + ".tmp", "w") as f:
-    f.write(config.to_json(indent=2))
-  os.replace(path + ".tmp", path)
-
-
 def train_and_write(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   """Trains config.model on data.load_real(config.data)'s train split for config.total_steps
   and writes <workdir>/latents.npz; returns the last logged metrics."""
@@ -154,8 +144,7 @@ def train_and_write(config: ml_collections.ConfigDict, workdir: str) -> dict[str
   n = len(train.labels)
   if config.batch_size > n:
     raise ConfigError(f"batch_size={config.batch_size} exceeds the {n} train images")
-  os.makedirs(workdir, exist_ok=True)
-  _write_config(workdir, config)
+  loop.write_config(workdir, config)
   logging.info("Data %s: %d train images, %d classes.", config.data.name, n, len(class_names))
 
   graphdef, params = init_model(config, n)
@@ -170,7 +159,7 @@ def train_and_write(config: ml_collections.ConfigDict, workdir: str) -> dict[str
   per_epoch = n // config.batch_size
   writer = metrics.MetricWriter(workdir)
   row: dict[str, float] = {}
-  t_last, step_last = time.time(), 0
+  timer = loop.StepTimer(0)
   order = None
   try:
     for step in range(config.total_steps):
@@ -182,15 +171,11 @@ def train_and_write(config: ml_collections.ConfigDict, workdir: str) -> dict[str
       )
       done = step + 1
       if step == 0:
-        jax.block_until_ready(step_metrics)
-        logging.info("First step (compilation included) took %.1fs.", time.time() - t_last)
-        t_last, step_last = time.time(), done
+        timer.first_step_done(step_metrics)
+        timer.reset(done)
       if done % config.log_every_steps == 0 or done == config.total_steps:
         row = {k: float(v) for k, v in jax.device_get(step_metrics).items()}
-        now = time.time()
-        rate = (done - step_last) / max(now - t_last, 1e-9) if done > step_last else 0.0
-        t_last, step_last = now, done
-        row["images_per_sec"] = rate * config.batch_size
+        row["images_per_sec"] = timer.rate(done) * config.batch_size
         writer.write(done, row)
         logging.info(
           "step %d/%d  loss %.4f  %.1f img/s",

@@ -13,8 +13,9 @@ online view v also draws on a nearest neighbour of the image. The neighbour come
 objective.neighbor_source:
   'table'  a neighbours file (objective.neighbors_file, written by tools/nearest_neighbors from a
            latent model's latents of the real train images): the batch carries one neighbour
-           image per real image (data/sampler.py), augmented into V views by the trainer
-           (`inputs.neighbor_views`); its target projection of view v is the neighbour of view v.
+           image per real image (this objective's `host_inputs`, data/neighbors.py: under the
+           batch key "byol_nn"), augmented into V views by `ctx.augment` in the loss; its target
+           projection of view v is the neighbour of view v.
   'queue'  NNCLR's support set (Dwibedi et al. 2021): the nearest row (cosine) to the other
            view's target projection in a FIFO queue of earlier target projections
            (objective.queue_size rows, view 0 of each real image enqueued after each step); no
@@ -33,25 +34,19 @@ import jax
 import jax.numpy as jnp
 
 from syncon_jax import losses
+from syncon_jax.data import neighbors
 from syncon_jax.errors import ConfigError
-from syncon_jax.objectives import momentum
+from syncon_jax.objectives import Loss, Objective, ObjectiveState, momentum
 
 NEIGHBOR_SOURCES = ("queue", "table")
 NN_APPROACHES = ("probabilistic", "weighted")
-
-
-def init_state(num_classes: int, feat_dim: int, config) -> dict:
-  del num_classes, feat_dim
-  momentum.check_views(config)
-  return {}
-
-
-def init_state_nn(num_classes: int, feat_dim: int, config) -> dict:
-  check_nn_config(config)
-  return init_state(num_classes, feat_dim, config)
+# ctx.key is the objective's stream for this step; the neighbour images' augmentation folds in
+# this id, leaving the key itself to the probabilistic draw.
+NEIGHBOR_AUGMENT_STREAM = 1
 
 
 def check_nn_config(config) -> None:
+  momentum.check_views(config)
   if config.neighbor_source not in NEIGHBOR_SOURCES:
     raise ConfigError(
       f"Unknown objective.neighbor_source {config.neighbor_source!r}; valid: {list(NEIGHBOR_SOURCES)}"
@@ -73,27 +68,50 @@ def check_nn_config(config) -> None:
     )
 
 
-def init_target(state: dict, params, config) -> dict:
-  return {**state, "target": momentum.init_target(params)}
+def init(num_classes: int, feat_dim: int, model_params, config) -> ObjectiveState:
+  del num_classes, feat_dim, config
+  return ObjectiveState(params={}, buffers={"target": momentum.init_target(model_params)})
 
 
-def init_target_nn(state: dict, params, config) -> dict:
-  state = init_target(state, params, config)
+def init_nn(num_classes: int, feat_dim: int, model_params, config) -> ObjectiveState:
+  state = init(num_classes, feat_dim, model_params, config)
   if config.neighbor_source == "queue":
     queue = momentum.init_queue(
-      config.queue_size, momentum.proj_dim(params), seed=config.queue_seed, random=False
+      config.queue_size, momentum.proj_dim(model_params), seed=config.queue_seed, random=False
     )
-    state = {**state, **queue}
+    state = state._replace(buffers={**state.buffers, **queue})
   return state
 
 
-def _predictions(inputs, config) -> jax.Array:
+def host_inputs(config, train):
+  """'table': -> fn(step, host batch) -> {"byol_nn": {"neighbor_images" uint8 [b, H, W, 3]}},
+  one of each real image's objective.neighbor_k nearest neighbours (data/neighbors.py)."""
+  oc = config.objective
+  if oc.neighbor_source != "table":
+    return None
+  table = neighbors.load_neighbor_table(oc.neighbors_file, len(train.labels), oc.neighbor_k)
+
+  def add(step, host):
+    ids = neighbors.draw(
+      table,
+      host["real_id"],
+      host["index"],
+      step=step,
+      batch_size=config.batch_size,
+      seed=config.seed,
+    )
+    return {"byol_nn": {"neighbor_images": train.images[ids]}}
+
+  return add
+
+
+def _predictions(outputs, config) -> jax.Array:
   """The online predictions of the real images' views: [b, V, dim]."""
-  if inputs.predictions is None:
+  if outputs.predictions is None:
     raise ConfigError(
       f"objective {config.name!r} needs the model's predictor: set model.predictor_hidden_dim > 0"
     )
-  return inputs.predictions[:, 0]
+  return outputs.predictions[:, 0]
 
 
 def _other_view(t: jax.Array) -> jax.Array:
@@ -107,46 +125,56 @@ def _byol(p: jax.Array, target: jax.Array) -> jax.Array:
   return jnp.mean(sum(per_view))
 
 
-def loss(inputs, state, config):
-  p = _predictions(inputs, config)
-  t = momentum.target_projections(inputs, state["target"], momentum.views_of_real(inputs))
-  return _byol(p, _other_view(t)), {}
+def loss(outputs, batch, state, ctx):
+  del batch
+  p = _predictions(outputs, ctx.config)
+  t = momentum.target_projections(ctx, state.buffers["target"], momentum.views_of_real(ctx))
+  return Loss(_byol(p, _other_view(t)), {})
 
 
-def _queue_neighbors(x: jax.Array, state: dict) -> jax.Array:
+def _queue_neighbors(x: jax.Array, buffers: dict) -> jax.Array:
   """x [..., dim] unit rows -> the nearest filled queue row of each (x itself while empty)."""
-  queue, count = state["queue"], state["count"]
+  queue, count = buffers["queue"], buffers["count"]
   sims = jnp.einsum("...d,kd->...k", x, queue, precision=jax.lax.Precision.HIGHEST)
   sims = jnp.where(jnp.arange(queue.shape[0]) < count, sims, -jnp.inf)
   nn = queue[jnp.argmax(sims, axis=-1)]
   return jnp.where(count > 0, nn, x)
 
 
-def loss_nn(inputs, state, config):
-  p = _predictions(inputs, config)
-  t = momentum.target_projections(inputs, state["target"], momentum.views_of_real(inputs))
+def loss_nn(outputs, batch, state, ctx):
+  config, target = ctx.config, state.buffers["target"]
+  p = _predictions(outputs, ctx.config)
+  t = momentum.target_projections(ctx, target, momentum.views_of_real(ctx))
   positive = _other_view(t)
   if config.neighbor_source == "table":
-    if inputs.neighbor_views is None:
-      raise ConfigError("neighbor_source='table' needs neighbour images in the batch")
-    neighbor = momentum.target_projections(inputs, state["target"], inputs.neighbor_views)
+    # V views of each real image's neighbour, per-sample keys from the sample's position.
+    key = jax.random.fold_in(ctx.key, NEIGHBOR_AUGMENT_STREAM)
+    views = ctx.augment(key, batch["byol_nn"]["neighbor_images"][:, None])[:, 0]
+    neighbor = momentum.target_projections(ctx, target, views)
   else:
-    neighbor = _queue_neighbors(positive, state)
+    neighbor = _queue_neighbors(positive, state.buffers)
   if config.nn_approach == "probabilistic":
-    swap = jax.random.bernoulli(inputs.key, config.nn_prob, positive.shape[:2])
+    swap = jax.random.bernoulli(ctx.key, config.nn_prob, positive.shape[:2])
     target = jnp.where(swap[..., None], neighbor, positive)
   else:
     target = config.pos_weight * positive + (1.0 - config.pos_weight) * neighbor
   metrics = {"neighbor_cos": jnp.mean(jnp.sum(positive * neighbor, axis=-1))}
   carry = {"keys": t[:, 0]} if config.neighbor_source == "queue" else {}
-  return _byol(p, target), metrics, carry
+  return Loss(_byol(p, target), metrics, carry)
 
 
-def update(state, grads, inputs, config):
+def update(state, outputs, batch, ctx):
   """The target's EMA step with BYOL's tau at this step; byol_nn's queue takes view 0's targets."""
-  del grads
-  tau = momentum.cosine_tau(inputs.step, config.byol_tau_base, config.total_steps)
-  new = {**state, "target": momentum.ema_update(state["target"], inputs.online_params, tau)}
-  if "queue" in state:
-    new = momentum.enqueue(new, inputs.carry["keys"])
+  del outputs, batch
+  buffers = state.buffers
+  tau = momentum.cosine_tau(ctx.step, ctx.config.byol_tau_base, ctx.config.total_steps)
+  new = {**buffers, "target": momentum.ema_update(buffers["target"], ctx.new_params, tau)}
+  if "queue" in buffers:
+    new = momentum.enqueue(new, ctx.carry["keys"])
   return new, {"tau": tau}
+
+
+OBJECTIVE = Objective(loss=loss, init=init, update=update, check_config=momentum.check_views)
+OBJECTIVE_NN = Objective(
+  loss=loss_nn, init=init_nn, update=update, check_config=check_nn_config, host_inputs=host_inputs
+)

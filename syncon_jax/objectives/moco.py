@@ -26,20 +26,15 @@ global BN does; there is no shuffling.
 import jax.numpy as jnp
 
 from syncon_jax import losses
-from syncon_jax.objectives import momentum
+from syncon_jax.objectives import Loss, Objective, ObjectiveState, momentum
 
 
-def init_state(num_classes: int, feat_dim: int, config) -> dict:
+def init(num_classes: int, feat_dim: int, model_params, config) -> ObjectiveState:
   del num_classes, feat_dim
-  momentum.check_views(config)
-  return {}
-
-
-def init_target(state: dict, params, config) -> dict:
   queue = momentum.init_queue(
-    config.queue_size, momentum.proj_dim(params), seed=config.queue_seed, random=True
+    config.queue_size, momentum.proj_dim(model_params), seed=config.queue_seed, random=True
   )
-  return {**state, "target": momentum.init_target(params), **queue}
+  return ObjectiveState(params={}, buffers={"target": momentum.init_target(model_params), **queue})
 
 
 def _pairs(config) -> list[tuple[int, int]]:
@@ -48,25 +43,28 @@ def _pairs(config) -> list[tuple[int, int]]:
   return [(i, (i + 1) % v) for i in range(v)] if config.moco_symmetric else [(0, 1)]
 
 
-def loss(inputs, state, config):
-  """inputs.z [b, 1, V, dim]: the real slot's online projections (queries)."""
-  q = inputs.z[:, 0]
-  k = momentum.target_projections(inputs, state["target"], momentum.views_of_real(inputs))
+def loss(outputs, batch, state, ctx):
+  """outputs.projections [b, 1, V, dim]: the real slot's online projections (queries)."""
+  del batch
+  config, buffers = ctx.config, state.buffers
+  q = outputs.projections[:, 0]
+  k = momentum.target_projections(ctx, buffers["target"], momentum.views_of_real(ctx))
   pairs = _pairs(config)
   terms = [
-    losses.moco_loss(q[:, i], k[:, j], state["queue"], temperature=config.temperature)
+    losses.moco_loss(q[:, i], k[:, j], buffers["queue"], temperature=config.temperature)
     for i, j in pairs
   ]
   key_views = sorted({j for _, j in pairs})
   keys = jnp.concatenate([k[:, j] for j in key_views], axis=0)
   positive_cos = jnp.mean(jnp.stack([jnp.sum(q[:, i] * k[:, j], -1) for i, j in pairs]))
-  return sum(terms) / len(terms), {"positive_cos": positive_cos}, {"keys": keys}
+  return Loss(sum(terms) / len(terms), {"positive_cos": positive_cos}, {"keys": keys})
 
 
-def update(state, grads, inputs, config):
-  del grads
-  new = {
-    **state,
-    "target": momentum.ema_update(state["target"], inputs.online_params, config.moco_momentum),
-  }
-  return momentum.enqueue(new, inputs.carry["keys"]), {}
+def update(state, outputs, batch, ctx):
+  del outputs, batch
+  buffers = state.buffers
+  target = momentum.ema_update(buffers["target"], ctx.new_params, ctx.config.moco_momentum)
+  return momentum.enqueue({**buffers, "target": target}, ctx.carry["keys"]), {}
+
+
+OBJECTIVE = Objective(loss=loss, init=init, update=update, check_config=momentum.check_views)

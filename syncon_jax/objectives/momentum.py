@@ -1,10 +1,9 @@
 """What MoCo, BYOL and BYOL-NN share: an EMA target network and a FIFO queue of embeddings.
 
 Target network. The objective state holds `target` = {"encoder", "head"} Param states, copied
-from the model when the run starts (`init_target`, called by train.create_train_state with the
-initial parameters) and moved towards the online parameters after every optimiser step
-(`ema_update(target, inputs.online_params, decay)`: t <- decay t + (1 - decay) online). The
-online predictor (BYOL) has no target copy. The loss runs the target through `inputs.apply`, the
+from the model when the run starts (in the objective's `init`, which gets the initial model parameters) and moved towards the online parameters after every optimiser step
+(`ema_update(target, ctx.new_params, decay)` in `update`: t <- decay t + (1 - decay) online). The
+online predictor (BYOL) has no target copy. The loss runs the target through `ctx.apply`, the
 model function with these parameters, under stop-gradient: the target gets zero gradient.
 BatchNorm in the target uses the batch's statistics (train mode, as MoCo's key encoder and BYOL's
 target do); the running statistics it would accumulate are never read, so none are kept.
@@ -47,10 +46,10 @@ def ema_update(target: dict, online, decay) -> dict:
   return jax.tree.map(lambda t, o: decay * t + (1.0 - decay) * o, target, online)
 
 
-def target_projections(inputs, target: dict, images: jax.Array) -> jax.Array:
+def target_projections(ctx, target: dict, images: jax.Array) -> jax.Array:
   """images [..., H, W, C] (preprocessed views) -> [..., proj_dim] float32 unit rows, no gradient."""
   lead = images.shape[:-3]
-  _, z = inputs.apply(jax.lax.stop_gradient(target), images.reshape(-1, *images.shape[-3:]))
+  _, z = ctx.apply(jax.lax.stop_gradient(target), images.reshape(-1, *images.shape[-3:]))
   z = jax.lax.stop_gradient(z.astype(jnp.float32))
   z = z / jnp.maximum(jnp.linalg.norm(z, axis=-1, keepdims=True), 1e-12)
   return z.reshape(*lead, z.shape[-1])
@@ -99,11 +98,9 @@ def cosine_tau(step, base: float, total_steps: int) -> jax.Array:
   return 1.0 - (1.0 - base) * (jnp.cos(math.pi * frac) + 1.0) / 2.0
 
 
-def views_of_real(inputs) -> jax.Array:
+def views_of_real(ctx) -> jax.Array:
   """The preprocessed views of the real images: [b, V, H, W, C]."""
-  if inputs.views is None or inputs.apply is None:
-    raise ValueError("This objective needs StepInputs.views and .apply (set by train.py).")
-  return inputs.views[:, 0]
+  return ctx.views[:, 0]
 
 
 def check_views(config) -> None:

@@ -1,22 +1,23 @@
 """Rotation prediction (Gidaris, Singh & Komodakis 2018, "Unsupervised representation learning
 by predicting image rotations"): the self-supervised pretext task of the lecture.
 
-Every augmented view of every real image (slot 0 of `inputs.views`) is rotated by 0, 90, 180
+Every augmented view of every real image (slot 0 of `ctx.views`) is rotated by 0, 90, 180
 and 270 degrees; the encoder embeds all four and a 4-way linear classifier on the encoder
 features (the representation the probes read, not the projection head) must tell which
 rotation it sees. Labels are free, so the real labels are unused, and no synthetic images are
 loaded.
 
-The rotated images go through the model by `inputs.apply(inputs.params, ...)`, the model under
+The rotated images go through the model by `ctx.apply(ctx.params, ...)`, the model under
 the parameters being differentiated, so the loss trains the encoder. All four rotations share
 one forward pass, so BatchNorm normalises them with the same batch statistics (a rotation must
 not be told apart by which pass it went through); those statistics are dropped, and the running
 statistics come from the trainer's own pass on the unrotated views. That pass also feeds
-`inputs.features`, which this loss does not read (a cost of sharing the one trainer: one extra
+`outputs.features`, which this loss does not read (a cost of sharing the one trainer: one extra
 forward of the unrotated views).
 
-The classifier (kernel [feat_dim, 4], bias [4]) is this objective's state, trained like the
-supervised baseline's by plain SGD in `update` at objective.rotation_learning_rate.
+The classifier (kernel [feat_dim, 4], bias [4]) is this objective's trainable parameters, stepped
+like the supervised baseline's by plain SGD (under the trainer's optimiser) at
+objective.rotation_learning_rate.
 """
 
 import jax
@@ -25,19 +26,21 @@ import optax
 
 from syncon_jax import losses
 from syncon_jax.errors import ConfigError
+from syncon_jax.objectives import Loss, Objective, ObjectiveState, supervised
 
 NUM_ROTATIONS = 4
 
 
-def init_state(num_classes: int, feat_dim: int, config) -> dict:
+def init(num_classes: int, feat_dim: int, model_params, config) -> ObjectiveState:
   # Zeros, as the supervised baseline's: the first step's loss is log 4.
-  del num_classes, config
-  return {
-    "classifier": {
-      "kernel": jnp.zeros((feat_dim, NUM_ROTATIONS), jnp.float32),
-      "bias": jnp.zeros((NUM_ROTATIONS,), jnp.float32),
-    }
-  }
+  del num_classes, model_params, config
+  classifier = supervised.zero_classifier(feat_dim, NUM_ROTATIONS)
+  return ObjectiveState(params={"classifier": classifier}, buffers={})
+
+
+def optimizer(config) -> optax.GradientTransformation:
+  """Plain SGD on the rotation classifier at objective.rotation_learning_rate."""
+  return optax.sgd(config.rotation_learning_rate)
 
 
 def rotations(images: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -56,30 +59,17 @@ def rotations(images: jax.Array) -> tuple[jax.Array, jax.Array]:
   return rotated, labels
 
 
-def logits(features: jax.Array, classifier: dict) -> jax.Array:
-  """[..., feat_dim] -> [..., 4]."""
-  return features @ classifier["kernel"] + classifier["bias"]
-
-
-def loss(inputs, state, config):
-  """inputs.views [b, 1 + S, V, H, H, C] (slot 0 used), inputs.apply and inputs.params set."""
-  if inputs.views is None or inputs.apply is None or inputs.params is None:
-    raise ValueError("objective 'rotation' needs StepInputs.views, .apply and .params")
-  views = inputs.views[:, 0]
+def loss(outputs, batch, state, ctx):
+  """ctx.views [b, 1 + S, V, H, H, C] (slot 0 used), through ctx.apply under ctx.params."""
+  del outputs, batch
+  views = ctx.views[:, 0]
   x = views.reshape(-1, *views.shape[2:])  # [b * V, H, H, C]
   rotated, labels = rotations(x)
-  h, _ = inputs.apply(inputs.params, rotated)
-  out = logits(h.astype(jnp.float32), state["classifier"])
+  h, _ = ctx.apply(ctx.params, rotated)
+  out = supervised.logits(h.astype(jnp.float32), state.params["classifier"])
   ce = losses.softmax_cross_entropy(out, labels)
   accuracy = jnp.mean((jnp.argmax(out, axis=-1) == labels).astype(jnp.float32))
-  return ce, {"rotation_accuracy": accuracy}
+  return Loss(ce, {"rotation_accuracy": accuracy})
 
 
-def update(state, grads, inputs, config):
-  """One SGD step on the rotation classifier with the state gradient of this step's loss."""
-  del inputs
-  lr = config.rotation_learning_rate
-  new = jax.tree.map(lambda p, g: p - lr * g, state["classifier"], grads["classifier"])
-  return {**state, "classifier": new}, {
-    "rotation_classifier_grad_norm": optax.tree.norm(grads["classifier"])
-  }
+OBJECTIVE = Objective(loss=loss, init=init, optimizer=optimizer)

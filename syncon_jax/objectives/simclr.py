@@ -13,20 +13,22 @@ objective.base_temperature is not read. objective.temperature is shared with the
 
 from syncon_jax import losses
 from syncon_jax.errors import ConfigError
+from syncon_jax.objectives import Loss, Objective
 
 
-def init_state(num_classes: int, feat_dim: int, config) -> dict:
-  del num_classes, feat_dim
+def check_config(config) -> None:
   if config.n_views != 2:
     raise ConfigError(f"objective simclr needs objective.n_views=2, got {config.n_views}")
-  return {}
 
 
-def loss(inputs, state, config):
-  """inputs.z: [batch, 1 + S, 2, dim]; only slot 0 (the real image) is used, labels never."""
-  del state
-  z = inputs.z[:, 0]
+def loss(outputs, batch, state, ctx):
+  """outputs.projections: [batch, 1 + S, 2, dim]; only slot 0 (the real image), labels never."""
+  del batch, state
+  z = outputs.projections[:, 0]
   value = losses.ntxent_loss(
-    z[:, 0], z[:, 1], temperature=config.temperature, block_size=config.block_size
+    z[:, 0], z[:, 1], temperature=ctx.config.temperature, block_size=ctx.config.block_size
   )
-  return value, {}
+  return Loss(value, {})
+
+
+OBJECTIVE = Objective(loss=loss, check_config=check_config)

@@ -1,9 +1,9 @@
 """StableRep (Tian et al. 2023): multi-positive contrastive loss over synthetic images, where
 every image generated from one prompt is a positive of every other (and of its own views).
 
-Rows are every view of every synthetic slot (z[:, 1:]); the real images (slot 0) are not used,
+Rows are every view of every synthetic slot (projections[:, 1:]); the real images (slot 0) are not used,
 as StableRep trains on synthetic images alone. A row's group is its image's prompt id
-(inputs.synthetic_prompt, from the synthetic folder's metadata.jsonl), so two images of one
+(batch['synthetic_prompt'], from the synthetic folder's metadata.jsonl), so two images of one
 prompt anywhere in the global batch are positives; `losses.multipos_loss` then gives each row a
 target uniform over the other rows of its group.
 
@@ -23,11 +23,7 @@ image in the batch. objective.base_temperature is not read.
 import jax.numpy as jnp
 
 from syncon_jax import losses
-
-
-def init_state(num_classes: int, feat_dim: int, config) -> dict:
-  del num_classes, feat_dim, config
-  return {}
+from syncon_jax.objectives import Loss, Objective
 
 
 def groups(synthetic_prompt: jnp.ndarray) -> jnp.ndarray:
@@ -46,13 +42,14 @@ def _prompt_positives(keys: jnp.ndarray, valid: jnp.ndarray) -> jnp.ndarray:
   return jnp.sum(others) / jnp.maximum(jnp.sum(valid), 1)
 
 
-def loss(inputs, state, config):
-  """inputs.z: [batch, 1 + S, n_views, dim]; the synthetic slots 1..S are used."""
+def loss(outputs, batch, state, ctx):
+  """outputs.projections: [batch, 1 + S, n_views, dim]; the synthetic slots 1..S are used."""
   del state
-  z = inputs.z[:, 1:]
+  config = ctx.config
+  z = outputs.projections[:, 1:]
   b, s, v, d = z.shape
-  keys = groups(inputs.synthetic_prompt).reshape(b * s)
-  valid = inputs.synthetic_valid.reshape(b * s)
+  keys = groups(batch["synthetic_prompt"]).reshape(b * s)
+  valid = batch["synthetic_valid"].reshape(b * s)
   value = losses.multipos_loss(
     z.reshape(b * s * v, d),
     jnp.repeat(keys, v),  # rows are image-major: row = (i * S + j) * V + view
@@ -60,4 +57,7 @@ def loss(inputs, state, config):
     valid=jnp.repeat(valid, v),
     block_size=config.block_size,
   )
-  return value, {"prompt_positives": _prompt_positives(keys, valid)}
+  return Loss(value, {"prompt_positives": _prompt_positives(keys, valid)})
+
+
+OBJECTIVE = Objective(loss=loss, uses_synthetic=lambda config: True)

@@ -1,6 +1,6 @@
 """Triplet loss over the real images with their labels; the triplets are mined in the batch.
 
-Rows are every view of every real image (slot 0 of z; row = i * n_views + view), labelled with
+Rows are every view of every real image (slot 0 of the projections; row = i * n_views + view), labelled with
 the image's label, so the views of one image are positives of each other. objective.triplet_mining
 picks the triplets:
 
@@ -23,6 +23,7 @@ import jax.numpy as jnp
 
 from syncon_jax import losses
 from syncon_jax.errors import ConfigError
+from syncon_jax.objectives import Loss, Objective
 
 
 def _plain(z: jnp.ndarray, labels: jnp.ndarray, config) -> jnp.ndarray:
@@ -78,18 +79,20 @@ def _mining(config):
   return MINING[config.triplet_mining]
 
 
-def init_state(num_classes: int, feat_dim: int, config) -> dict:
-  del num_classes, feat_dim
+def check_config(config) -> None:
   _mining(config)  # a bad name fails before any compilation
   if config.triplet_metric not in losses.TRIPLET_METRICS:
     raise ConfigError(
       f"Unknown objective.triplet_metric {config.triplet_metric!r}; "
       f"valid: {sorted(losses.TRIPLET_METRICS)}"
     )
-  return {}
 
 
-def loss(inputs, state, config):
-  """inputs.z: [batch, 1 + S, n_views, dim]; only slot 0 (the real image) is used."""
+def loss(outputs, batch, state, ctx):
+  """outputs.projections: [batch, 1 + S, n_views, dim]; only slot 0 (the real image) is used."""
   del state
-  return _mining(config)(inputs.z[:, 0], inputs.labels, config), {}
+  mine = _mining(ctx.config)
+  return Loss(mine(outputs.projections[:, 0], batch["real_labels"], ctx.config), {})
+
+
+OBJECTIVE = Objective(loss=loss, check_config=check_config)
