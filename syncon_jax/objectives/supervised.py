@@ -49,11 +49,9 @@ def _loss(inputs, state, config, with_synthetic: bool):
   weight = jnp.broadcast_to(valid[:, :, None], (b, k, v)).reshape(-1).astype(jnp.float32)
   out = logits(rows, state["classifier"])
   # Per-row cross-entropy from the tested loss (its own mean would count placeholder rows).
-  per_row = jax.vmap(
-    lambda lg, y: losses.softmax_cross_entropy(
-      lg[None], y[None], label_smoothing=config.supervised_label_smoothing
-    )
-  )(out, labels)
+  per_row = losses.softmax_cross_entropy(
+    out, labels, label_smoothing=config.supervised_label_smoothing, reduction="none"
+  )
   count = jnp.maximum(jnp.sum(weight), 1)
   correct = (jnp.argmax(out, axis=-1) == labels).astype(jnp.float32)
   return jnp.sum(weight * per_row) / count, {"train_accuracy": jnp.sum(weight * correct) / count}
