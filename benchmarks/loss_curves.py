@@ -85,7 +85,9 @@ def main() -> int:
   cases = [c for c in args.only.split(",") if c] or list(CASES)
   curves = {}
   with tempfile.TemporaryDirectory() as synthetic_dir:
-    render_digits.render_dataset(synthetic_dir, per_class=8, seed=0, image_size=16, prompts_per_class=2)
+    render_digits.render_dataset(
+      synthetic_dir, per_class=8, seed=0, image_size=16, prompts_per_class=2
+    )
     for case in cases:
       t0 = time.perf_counter()
       curves[case] = run_case(case, synthetic_dir, args.steps)
@@ -106,7 +108,7 @@ def main() -> int:
         print(f"{case}: {len(got)} steps, reference {len(ref)}")
         failed = True
         continue
-      rel = max(abs(a - b) / max(abs(b), 1e-12) for a, b in zip(got, ref))
+      rel = max(abs(a - b) / max(abs(b), 1e-12) for a, b in zip(got, ref, strict=True))
       ok = rel <= args.rtol
       failed |= not ok
       print(f"{case:22s} max relative difference {rel:.2e}  {'ok' if ok else 'DIFFERS'}")
