@@ -43,8 +43,7 @@ def _measure_one(args) -> dict:
 
   n, block_size = args.n, (None if args.path == "dense" else args.block_size)
   rng = np.random.default_rng(0)
-  features = rng.normal(size=(n, args.dim)).astype(np.float32)
-  features /= np.linalg.norm(features, axis=1, keepdims=True)
+  features = losses.l2_normalize(jnp.asarray(rng.normal(size=(n, args.dim)), jnp.float32))
   # Half the rows synthetic, n_classes classes, as the SynCon sampler would emit them.
   labels = jnp.asarray(rng.integers(0, args.n_classes, n))
   if args.layout == "interleaved":
@@ -52,7 +51,6 @@ def _measure_one(args) -> dict:
   else:  # real rows first: the blockwise path skips row blocks without anchors
     is_synthetic = jnp.asarray(np.arange(n) >= n // 2)
   weights = jnp.asarray(rng.uniform(0, 1, n).astype(np.float32))
-  features = jnp.asarray(features)
 
   def loss(f, w):
     return losses.syncon_loss(f, labels, is_synthetic, w, temperature=0.1, block_size=block_size)

@@ -80,7 +80,7 @@ def _projections(ctx, params, views: jax.Array) -> jax.Array:
   train step normalises them)."""
   lead = views.shape[:-3]
   _, z = ctx.apply(params, views.reshape(-1, *views.shape[-3:]))
-  z = z / jnp.maximum(jnp.linalg.norm(z, axis=-1, keepdims=True), 1e-12)
+  z = losses.l2_normalize(z)
   return z.reshape(*lead, z.shape[-1])
 
 

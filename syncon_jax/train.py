@@ -1,6 +1,6 @@
 """train_and_evaluate: mesh, state, the jitted train step, the loop, checkpoints and logs.
 
-One trainer for every method: what differs between methods lives in objectives/ and losses.py.
+One trainer for every method: what differs between methods lives in objectives/ and losses/.
 The step is one `jax.jit` over a 1-D mesh of every device of every process, axis 'data'. The
 batch is sharded on that axis, the state replicated; the loss sees the global batch, so every
 device's samples are negatives for every other and BatchNorm statistics are global (synced BN).
@@ -38,6 +38,7 @@ from syncon_jax import (
 from syncon_jax.data import folders, sampler
 from syncon_jax.errors import ConfigError
 from syncon_jax.evaluators import online
+from syncon_jax.losses import l2_normalize
 
 
 class TrainState(NamedTuple):
@@ -229,7 +230,7 @@ def make_train_step(graphdef: nnx.GraphDef, tx, config):
       if model.has_predictor:
         predictions = model.predict(z, train=True).astype(jnp.float32)
         predictions = predictions.reshape(b, k, n_views, predictions.shape[-1])
-      z = z / jnp.maximum(jnp.linalg.norm(z, axis=-1, keepdims=True), 1e-12)
+      z = l2_normalize(z)
       outputs = objectives.Outputs(
         projections=z.reshape(b, k, n_views, z.shape[-1]),
         features=h.astype(jnp.float32).reshape(b, k, n_views, h.shape[-1]),

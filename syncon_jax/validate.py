@@ -15,7 +15,7 @@ import os
 import jax
 from absl import logging
 
-from syncon_jax import augment, checkpoint, data, models, objectives, weighting
+from syncon_jax import augment, checkpoint, data, losses, models, objectives, weighting
 from syncon_jax.data import aircraft, birdsnap, cifake
 from syncon_jax.errors import ConfigError, DataError
 
@@ -52,6 +52,33 @@ def _positive(config, *keys: str) -> None:
       raise ConfigError(f"{key} must be a positive integer, got {value!r}")
 
 
+def _check_loss_settings(o) -> None:
+  """The objective's loss settings (config.objective), checked here once: the losses are traced
+  inside the train step and check only shapes."""
+  for key in ("temperature", "base_temperature"):
+    if o.get(key) is not None and not o[key] > 0:
+      raise ConfigError(f"objective.{key} must be > 0, got {o[key]!r}")
+  block_size = o.get("block_size")
+  if block_size is not None and (
+    not isinstance(block_size, int) or isinstance(block_size, bool) or block_size < 1
+  ):
+    raise ConfigError(
+      f"objective.block_size must be a positive integer or None, got {block_size!r}"
+    )
+  for key, valid in (
+    ("synthetic_denominator", losses.SYNTHETIC_DENOMINATORS),
+    ("triplet_average", losses.BATCH_ALL_AVERAGES),
+  ):
+    if key in o and o[key] not in valid:
+      raise ConfigError(f"Unknown objective.{key} {o[key]!r}; valid: {list(valid)}")
+  if o.get("triplet_margin", 0) < 0:
+    raise ConfigError(f"objective.triplet_margin must be >= 0, got {o.triplet_margin!r}")
+  if not 0 <= o.get("supervised_label_smoothing", 0) < 1:
+    raise ConfigError(
+      f"objective.supervised_label_smoothing must be in [0, 1), got {o.supervised_label_smoothing!r}"
+    )
+
+
 def check_workdir(workdir: str, *, must_hold_checkpoints: bool = False) -> None:
   """The workdir is a local folder (or does not exist yet); creates nothing."""
   if "://" in workdir:
@@ -78,6 +105,7 @@ def check_config(config, *, workdir: str | None = None, for_eval: bool = False) 
     check_workdir(workdir, must_hold_checkpoints=for_eval)
   objective = objectives.get_objective(config.objective.name)
   weighting.get_scheme(config.objective.get("weighting", "fixed"))
+  _check_loss_settings(config.objective)
   if objective.check_config is not None:
     objective.check_config(config.objective)
   if config.data.name not in data.DATASETS:

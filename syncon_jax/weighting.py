@@ -98,10 +98,6 @@ def _ema_value(ema: dict) -> jax.Array:
   return jnp.where(norm > 0, ema["acc"] / jnp.maximum(norm, 1e-12), 0.0)
 
 
-def _l2n(x: jax.Array) -> jax.Array:
-  return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
-
-
 def _class_sums(values: jax.Array, labels: jax.Array, mask: jax.Array, num_classes: int):
   """values [n, ...], labels [n], mask [n] -> (per-class sums [C, ...], counts [C])."""
   onehot = jax.nn.one_hot(labels, num_classes, dtype=jnp.float32) * mask[:, None]
@@ -168,7 +164,7 @@ SCORE_NAMES = ("nearest", "within", "soft")
 
 
 def _centred(x: jax.Array, center_ema: dict) -> jax.Array:
-  return _l2n(x - _ema_value(center_ema)[0])
+  return losses.l2_normalize(x - _ema_value(center_ema)[0])
 
 
 def stats_update(stats: dict, outputs, batch, config) -> dict:

@@ -2,7 +2,9 @@
 implementation's definition, identities between the losses, central differences, numerical
 hardening, and the blockwise path against the dense one."""
 
+import inspect
 import math
+import types
 
 import jax
 import jax.numpy as jnp
@@ -28,8 +30,8 @@ def _np_logsumexp(values):
 
 
 def np_supcon(features, labels=None, mask=None, temperature=0.07, base_temperature=0.07,
-              contrast_mode="all"):  # fmt: skip
-  """SupContrast SupConLoss, anchor by anchor."""
+              contrast_mode="all", per_row=False):  # fmt: skip
+  """SupContrast SupConLoss, anchor by anchor (per_row: the anchors' losses, not their mean)."""
   feats = np.asarray(features, np.float64)
   batch, n_views = feats.shape[:2]
   feats = feats.reshape(batch, n_views, -1)
@@ -48,18 +50,18 @@ def np_supcon(features, labels=None, mask=None, temperature=0.07, base_temperatu
     num = sum(pos[a % batch, c % batch] * (lg - lse) for c, lg in logits.items())
     den = sum(pos[a % batch, c % batch] for c in logits)
     out.append(-(temperature / base_temperature) * num / (1.0 if den < 1e-6 else den))
-  return float(np.mean(out))
+  return np.array(out) if per_row else float(np.mean(out))
 
 
 def np_syncon(features, labels, is_syn, weight, temperature=0.1, base_temperature=None,
-              valid=None, synthetic_denominator="all"):  # fmt: skip
+              valid=None, synthetic_denominator="all", per_row=False):  # fmt: skip
   """The SynCon formula of DESIGN.md with explicit sets A, P, U; 'weighted': synthetic row j
-  counts weight[j] in the denominator sum over A."""
+  counts weight[j] in the denominator sum over A. per_row: [n], 0 on rows that are not anchors."""
   base_temperature = temperature if base_temperature is None else base_temperature
   x = np.asarray(features, np.float64)
   n = x.shape[0]
   valid = np.ones(n, bool) if valid is None else np.asarray(valid)
-  out = []
+  out, rows = [], np.zeros(n)
   for i in range(n):
     if is_syn[i] or not valid[i]:
       continue
@@ -76,10 +78,13 @@ def np_syncon(features, labels, is_syn, weight, temperature=0.1, base_temperatur
     if u_set:
       loss -= sum(weight[j] * log_p(j) for j in u_set) / len(u_set)
     out.append(loss)
+    rows[i] = (temperature / base_temperature) * loss
+  if per_row:
+    return rows
   return (temperature / base_temperature) * (float(np.mean(out)) if out else 0.0)
 
 
-def np_ntxent(z1, z2, temperature=0.5):
+def np_ntxent(z1, z2, temperature=0.5, per_row=False):
   """lightly NTXentLoss (no memory bank): rows [out_v . other view, out_v . same view but self]."""
   out0, out1 = _np_normalize(z1), _np_normalize(z2)
   batch = out0.shape[0]
@@ -89,10 +94,10 @@ def np_ntxent(z1, z2, temperature=0.5):
       row = [mine[i] @ other[j] / temperature for j in range(batch)]
       row += [mine[i] @ mine[j] / temperature for j in range(batch) if j != i]
       losses_.append(_np_logsumexp(row) - row[i])
-  return float(np.mean(losses_))
+  return np.array(losses_) if per_row else float(np.mean(losses_))
 
 
-def np_multipos(features, labels, temperature=0.1):
+def np_multipos(features, labels, temperature=0.1, per_row=False):
   """StableRep MultiPosConLoss: self logit minus 1e9, target uniform over same-label others."""
   x = _np_normalize(features)
   n = x.shape[0]
@@ -103,10 +108,10 @@ def np_multipos(features, labels, temperature=0.1):
     targets = [float(labels[j] == labels[i] and j != i) for j in range(n)]
     norm = max(sum(targets), 1.0)
     out.append(-sum(t / norm * (lg - lse) for t, lg in zip(targets, logits, strict=True)))
-  return float(np.mean(out))
+  return np.array(out) if per_row else float(np.mean(out))
 
 
-def np_moco(q, k, queue, temperature=0.07):
+def np_moco(q, k, queue, temperature=0.07, per_row=False):
   q, k = _np_normalize(q), _np_normalize(k)
   queue = np.asarray(queue, np.float64)
   out = []
@@ -115,7 +120,7 @@ def np_moco(q, k, queue, temperature=0.07):
       q[i] @ queue[j] / temperature for j in range(len(queue))
     ]
     out.append(_np_logsumexp(logits) - logits[0])
-  return float(np.mean(out))
+  return np.array(out) if per_row else float(np.mean(out))
 
 
 def np_dist(a, b, metric):
@@ -127,14 +132,17 @@ def np_dist(a, b, metric):
   return float(1 - a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
 
 
-def np_batch_hard(x, labels, margin, metric):
+def np_batch_hard(x, labels, margin, metric, per_row=False):
   n = len(labels)
-  out = []
+  out, rows = [], np.zeros(n)
   for a in range(n):
     d_pos = [np_dist(x[a], x[p], metric) for p in range(n) if p != a and labels[p] == labels[a]]
     d_neg = [np_dist(x[a], x[j], metric) for j in range(n) if labels[j] != labels[a]]
     if d_pos and d_neg:
       out.append(max(0.0, max(d_pos) - min(d_neg) + margin))
+      rows[a] = out[-1]
+  if per_row:
+    return rows
   return float(np.mean(out)) if out else 0.0
 
 
@@ -154,6 +162,17 @@ def np_batch_all(x, labels, margin, metric, average):
 # ------------------------------------------------------------------------------------------------
 # Helpers.
 # ------------------------------------------------------------------------------------------------
+
+
+def _jit(fn):
+  """fn under jax.jit with its named options static: the losses are traced inside their caller's
+  jit, and the tests are their caller here, so each shape and setting compiles once."""
+  options = ("contrast_mode", "block_size", "synthetic_denominator", "metric", "average",
+             "reduction")  # fmt: skip
+  return jax.jit(fn, static_argnames=[o for o in options if o in inspect.signature(fn).parameters])
+
+
+jl = types.SimpleNamespace(**{fn.__name__: _jit(fn) for fn in losses.LOSSES.values()})
 
 
 @pytest.fixture
@@ -222,7 +241,7 @@ def test_supcon_matches_reference(x64, case, block_size):
   rng = np.random.default_rng(0)
   features = _unit(rng, (BATCH, VIEWS, DIM))
   kwargs = SUPCON_CASES[case]
-  mine = losses.supcon_loss(features, temperature=0.1, block_size=block_size, **kwargs)
+  mine = jl.supcon_loss(features, temperature=0.1, block_size=block_size, **kwargs)
   ref_kwargs = dict(kwargs, temperature=0.1)
   ref_kwargs.setdefault("base_temperature", 0.07)
   assert float(mine) == pytest.approx(np_supcon(features, **ref_kwargs), rel=1e-10, abs=1e-12)
@@ -231,7 +250,7 @@ def test_supcon_matches_reference(x64, case, block_size):
 def test_supcon_unnormalised_features_match_reference_unchanged(x64):
   # SupContrast does not normalise; neither do we, so raw features give its numbers too.
   features = np.random.default_rng(1).normal(size=(BATCH, VIEWS, DIM))
-  mine = losses.supcon_loss(features, labels=LABELS6, temperature=0.5)
+  mine = jl.supcon_loss(features, labels=LABELS6, temperature=0.5)
   ref = np_supcon(features, labels=LABELS6, temperature=0.5)
   assert float(mine) == pytest.approx(ref, rel=1e-10)
 
@@ -241,7 +260,7 @@ def test_syncon_matches_reference(x64, block_size):
   x, labels, is_syn, weight = _syncon_batch(np.random.default_rng(2))
   valid = np.random.default_rng(3).random(len(labels)) > 0.2
   for kwargs in (dict(), dict(base_temperature=0.07), dict(valid=valid)):
-    mine = losses.syncon_loss(x, labels, is_syn, weight, temperature=0.2, block_size=block_size,
+    mine = jl.syncon_loss(x, labels, is_syn, weight, temperature=0.2, block_size=block_size,
                               **kwargs)  # fmt: skip
     ref = np_syncon(x, labels, is_syn, weight, temperature=0.2, **kwargs)
     assert float(mine) == pytest.approx(ref, rel=1e-10)
@@ -252,14 +271,14 @@ def test_ntxent_matches_reference(x64, block_size):
   rng = np.random.default_rng(4)
   z1 = rng.normal(size=(BATCH, DIM)) * 3  # not unit: normalised inside
   z2 = rng.normal(size=(BATCH, DIM))
-  mine = losses.ntxent_loss(z1, z2, temperature=0.3, block_size=block_size)
+  mine = jl.ntxent_loss(z1, z2, temperature=0.3, block_size=block_size)
   assert float(mine) == pytest.approx(np_ntxent(z1, z2, 0.3), rel=1e-10)
 
 
 @pytest.mark.parametrize("block_size", [None, BLOCK])
 def test_multipos_matches_reference(x64, block_size):
   features = np.random.default_rng(5).normal(size=(2 * BATCH, DIM)) * 2
-  mine = losses.multipos_loss(features, LABELS12, temperature=0.1, block_size=block_size)
+  mine = jl.multipos_loss(features, LABELS12, temperature=0.1, block_size=block_size)
   assert float(mine) == pytest.approx(np_multipos(features, LABELS12, 0.1), rel=1e-10)
 
 
@@ -267,16 +286,65 @@ def test_moco_matches_reference(x64):
   rng = np.random.default_rng(6)
   q, k = rng.normal(size=(5, 4)), rng.normal(size=(5, 4))
   queue = _unit(rng, (9, 4))
-  mine = losses.moco_loss(q, k, queue, temperature=0.2)
+  mine = jl.moco_loss(q, k, queue, temperature=0.2)
   assert float(mine) == pytest.approx(np_moco(q, k, queue, 0.2), rel=1e-10)
+  rows = jl.moco_loss(q, k, queue, temperature=0.2, reduction="none")
+  np.testing.assert_allclose(rows, np_moco(q, k, queue, 0.2, per_row=True), rtol=1e-10)
 
 
 def test_byol_matches_reference(x64):
   rng = np.random.default_rng(7)
   p, t = rng.normal(size=(5, 4)), rng.normal(size=(5, 4)) * 5
   ref = [2 - 2 * float(_np_normalize(p[i]) @ _np_normalize(t[i])) for i in range(5)]
-  np.testing.assert_allclose(losses.byol_loss(p, t), ref, rtol=1e-10)
-  assert losses.byol_loss(p, t).shape == (5,)
+  np.testing.assert_allclose(jl.byol_loss(p, t), ref, rtol=1e-10)
+  assert jl.byol_loss(p, t).shape == (5,)
+
+
+@pytest.mark.parametrize("block_size", [None, BLOCK])
+def test_reduction_none_gives_the_rows_that_mean_averages(x64, block_size):
+  rng = np.random.default_rng(26)
+  features = _unit(rng, (BATCH, VIEWS, DIM))
+  x, labels, is_syn, weight = _syncon_batch(rng)
+  valid = rng.random(len(labels)) > 0.2
+  z1, z2 = rng.normal(size=(2, BATCH, DIM))
+  rows12 = rng.normal(size=(2 * BATCH, DIM))
+  kw = dict(block_size=block_size)
+  # name: (loss(reduction), the reference's per-anchor losses, the number of anchors)
+  cases = {
+    "supcon_all": (
+      lambda r: jl.supcon_loss(features, LABELS6, temperature=0.1, reduction=r, **kw),
+      np_supcon(features, LABELS6, temperature=0.1, per_row=True),
+      BATCH * VIEWS,
+    ),
+    "supcon_one_mask": (
+      lambda r: jl.supcon_loss(features, mask=SUPCON_CASES["asym_mask"]["mask"],
+                                   contrast_mode="one", temperature=0.1, base_temperature=0.2,
+                                   reduction=r, **kw),
+      np_supcon(features, mask=SUPCON_CASES["asym_mask"]["mask"], contrast_mode="one",
+                temperature=0.1, base_temperature=0.2, per_row=True),
+      BATCH,
+    ),
+    "syncon": (
+      lambda r: jl.syncon_loss(x, labels, is_syn, weight, temperature=0.2, valid=valid,
+                                   reduction=r, **kw),
+      np_syncon(x, labels, is_syn, weight, temperature=0.2, valid=valid, per_row=True),
+      np.sum(valid & ~is_syn),
+    ),
+    "ntxent": (
+      lambda r: jl.ntxent_loss(z1, z2, temperature=0.3, reduction=r, **kw),
+      np_ntxent(z1, z2, 0.3, per_row=True),
+      2 * BATCH,
+    ),
+    "multipos": (
+      lambda r: jl.multipos_loss(rows12, LABELS12, temperature=0.1, reduction=r, **kw),
+      np_multipos(rows12, LABELS12, 0.1, per_row=True),
+      2 * BATCH,
+    ),
+  }  # fmt: skip
+  for name, (loss, ref_rows, n_anchors) in cases.items():
+    rows = loss("none")
+    np.testing.assert_allclose(rows, ref_rows, rtol=1e-10, atol=1e-12, err_msg=name)
+    assert float(loss("mean")) == pytest.approx(float(np.sum(rows)) / n_anchors, rel=1e-12), name
 
 
 # ------------------------------------------------------------------------------------------------
@@ -287,15 +355,15 @@ def test_byol_matches_reference(x64):
 def test_supcon_without_labels_is_ntxent(x64):
   rng = np.random.default_rng(9)
   z = _unit(rng, (BATCH, VIEWS, DIM))
-  supcon = losses.supcon_loss(z, temperature=0.5, base_temperature=0.5)
-  assert float(supcon) == pytest.approx(float(losses.ntxent_loss(z[:, 0], z[:, 1])), rel=1e-12)
+  supcon = jl.supcon_loss(z, temperature=0.5, base_temperature=0.5)
+  assert float(supcon) == pytest.approx(float(jl.ntxent_loss(z[:, 0], z[:, 1])), rel=1e-12)
 
 
 def test_multipos_is_one_view_supcon_with_base_temperature_equal(x64):
   rng = np.random.default_rng(10)
   x = _unit(rng, (2 * BATCH, DIM))
-  supcon = losses.supcon_loss(x[:, None], LABELS12, temperature=0.1, base_temperature=0.1)
-  assert float(losses.multipos_loss(x, LABELS12)) == pytest.approx(float(supcon), rel=1e-12)
+  supcon = jl.supcon_loss(x[:, None], LABELS12, temperature=0.1, base_temperature=0.1)
+  assert float(jl.multipos_loss(x, LABELS12)) == pytest.approx(float(supcon), rel=1e-12)
 
 
 def test_syncon_without_synthetic_is_supcon_all(x64):
@@ -303,22 +371,22 @@ def test_syncon_without_synthetic_is_supcon_all(x64):
   features = _unit(rng, (BATCH, VIEWS, DIM))
   n = BATCH * VIEWS
   flat = np.swapaxes(features, 0, 1).reshape(n, DIM)  # view-major, as supcon concatenates
-  syn = losses.syncon_loss(flat, np.tile(LABELS6, VIEWS), np.zeros(n, bool), np.ones(n),
+  syn = jl.syncon_loss(flat, np.tile(LABELS6, VIEWS), np.zeros(n, bool), np.ones(n),
                            temperature=0.1, base_temperature=0.07)  # fmt: skip
-  supcon = losses.supcon_loss(features, LABELS6, temperature=0.1, base_temperature=0.07)
+  supcon = jl.supcon_loss(features, LABELS6, temperature=0.1, base_temperature=0.07)
   assert float(syn) == pytest.approx(float(supcon), rel=1e-12)
 
 
 def test_syncon_zero_weight_ignores_synthetic_positives_keeps_denominators(x64):
   x, labels, is_syn, _ = _syncon_batch(np.random.default_rng(12))
-  zero = losses.syncon_loss(x, labels, is_syn, np.zeros(len(labels)))
+  zero = jl.syncon_loss(x, labels, is_syn, np.zeros(len(labels)))
   # Same batch with the synthetic rows moved to a class of their own: no longer positives of
   # any real anchor, still in every denominator.
   relabelled = np.where(is_syn, labels.max() + 1, labels)
-  expected = losses.syncon_loss(x, relabelled, is_syn, np.ones(len(labels)))
+  expected = jl.syncon_loss(x, relabelled, is_syn, np.ones(len(labels)))
   assert float(zero) == pytest.approx(float(expected), rel=1e-12)
   real = ~is_syn
-  dropped = losses.syncon_loss(x[real], labels[real], is_syn[real], np.zeros(real.sum()))
+  dropped = jl.syncon_loss(x[real], labels[real], is_syn[real], np.zeros(real.sum()))
   assert abs(float(zero) - float(dropped)) > 1e-3  # the synthetic rows did count below
 
 
@@ -327,7 +395,7 @@ def test_syncon_weighted_denominator_matches_reference(x64, block_size):
   x, labels, is_syn, weight = _syncon_batch(np.random.default_rng(22))
   valid = np.random.default_rng(23).random(len(labels)) > 0.2
   for kwargs in (dict(), dict(valid=valid)):
-    mine = losses.syncon_loss(x, labels, is_syn, weight, temperature=0.2, block_size=block_size,
+    mine = jl.syncon_loss(x, labels, is_syn, weight, temperature=0.2, block_size=block_size,
                               synthetic_denominator="weighted", **kwargs)  # fmt: skip
     ref = np_syncon(x, labels, is_syn, weight, temperature=0.2, synthetic_denominator="weighted",
                     **kwargs)  # fmt: skip
@@ -336,8 +404,8 @@ def test_syncon_weighted_denominator_matches_reference(x64, block_size):
     assert abs(ref - literal) > 1e-3  # the two forms differ where some w < 1
   # At w = 1 the two forms are the same loss.
   ones = np.ones(len(labels))
-  a = losses.syncon_loss(x, labels, is_syn, ones, block_size=block_size)
-  b = losses.syncon_loss(x, labels, is_syn, ones, block_size=block_size,
+  a = jl.syncon_loss(x, labels, is_syn, ones, block_size=block_size)
+  b = jl.syncon_loss(x, labels, is_syn, ones, block_size=block_size,
                          synthetic_denominator="weighted")  # fmt: skip
   assert float(a) == pytest.approx(float(b), rel=1e-12)
 
@@ -353,35 +421,29 @@ def test_syncon_weighted_zero_weight_equals_removing_the_class(x64, block_size):
     # Removal in either form (the other synthetic rows keep their weights): the weighted form
     # at w = 0 equals it, the literal form does not (the class stays in every denominator).
     kw = dict(temperature=0.2, block_size=block_size)
-    zero = losses.syncon_loss(x, labels, is_syn, w, synthetic_denominator="weighted", **kw)
+    zero = jl.syncon_loss(x, labels, is_syn, w, synthetic_denominator="weighted", **kw)
     keep = ~gone
-    removed = losses.syncon_loss(x[keep], labels[keep], is_syn[keep], w[keep],
+    removed = jl.syncon_loss(x[keep], labels[keep], is_syn[keep], w[keep],
                                  synthetic_denominator=den, **kw)  # fmt: skip
     ref = np_syncon(x[keep], labels[keep], is_syn[keep], w[keep], temperature=0.2,
                     synthetic_denominator=den)  # fmt: skip
     assert float(removed) == pytest.approx(ref, rel=1e-10)
-    literal = losses.syncon_loss(x, labels, is_syn, w, **kw)
+    literal = jl.syncon_loss(x, labels, is_syn, w, **kw)
     if den == "weighted":
       assert float(zero) == pytest.approx(float(removed), rel=1e-12)
     else:
       # All remaining weights 1: the literal form of the removed batch is the weighted one.
       ones = np.where(gone, 0.0, 1.0)
-      zero1 = losses.syncon_loss(x, labels, is_syn, ones, synthetic_denominator="weighted", **kw)
-      removed1 = losses.syncon_loss(x[keep], labels[keep], is_syn[keep], ones[keep], **kw)
+      zero1 = jl.syncon_loss(x, labels, is_syn, ones, synthetic_denominator="weighted", **kw)
+      removed1 = jl.syncon_loss(x[keep], labels[keep], is_syn[keep], ones[keep], **kw)
       assert float(zero1) == pytest.approx(float(removed1), rel=1e-12)
-      literal1 = losses.syncon_loss(x, labels, is_syn, ones, **kw)
+      literal1 = jl.syncon_loss(x, labels, is_syn, ones, **kw)
       assert abs(float(literal1) - float(removed1)) > 1e-3
     assert abs(float(literal) - float(zero)) > 1e-3
   # And the features of the zero-weight rows get no gradient in the weighted form.
-  g = jax.grad(lambda f: losses.syncon_loss(f, labels, is_syn, w, synthetic_denominator="weighted",
+  g = jax.grad(lambda f: jl.syncon_loss(f, labels, is_syn, w, synthetic_denominator="weighted",
                                             **kw))(x)  # fmt: skip
   assert np.all(np.asarray(g)[gone] == 0)
-
-
-def test_syncon_unknown_denominator_is_config_error():
-  x, labels, is_syn, weight = _syncon_batch(np.random.default_rng(25), dtype=np.float32)
-  with pytest.raises(ConfigError, match="synthetic_denominator"):
-    losses.syncon_loss(x, labels, is_syn, weight, synthetic_denominator="own")
 
 
 @pytest.mark.parametrize("block_size", [None, BLOCK])
@@ -389,8 +451,8 @@ def test_syncon_invalid_rows_are_deleted_rows(x64, block_size):
   x, labels, is_syn, weight = _syncon_batch(np.random.default_rng(13))
   valid = np.ones(len(labels), bool)
   valid[[1, 4, 5, 11]] = False
-  with_valid = losses.syncon_loss(x, labels, is_syn, weight, valid=valid, block_size=block_size)
-  deleted = losses.syncon_loss(x[valid], labels[valid], is_syn[valid], weight[valid])
+  with_valid = jl.syncon_loss(x, labels, is_syn, weight, valid=valid, block_size=block_size)
+  deleted = jl.syncon_loss(x[valid], labels[valid], is_syn[valid], weight[valid])
   assert float(with_valid) == pytest.approx(float(deleted), rel=1e-12)
   # Gradients reach only valid rows (same call as the central-difference test: reuses its build).
   grad = _SYNCON_GRAD(x, weight, np.array(0.2), labels, is_syn, valid, block_size)[0]
@@ -402,9 +464,9 @@ def test_supcon_invalid_samples_are_deleted_samples(x64, block_size):
   features = _unit(np.random.default_rng(19), (BATCH, VIEWS, DIM))
   valid = np.array([True, False, True, True, False, True])
   for mode in ("all", "one"):
-    with_valid = losses.supcon_loss(features, LABELS6, valid=valid, contrast_mode=mode,
+    with_valid = jl.supcon_loss(features, LABELS6, valid=valid, contrast_mode=mode,
                                     block_size=block_size)  # fmt: skip
-    deleted = losses.supcon_loss(features[valid], LABELS6[valid], contrast_mode=mode)
+    deleted = jl.supcon_loss(features[valid], LABELS6[valid], contrast_mode=mode)
     assert float(with_valid) == pytest.approx(float(deleted), rel=1e-12)
 
 
@@ -417,17 +479,17 @@ def test_supcon_invalid_samples_are_deleted_samples(x64, block_size):
 def test_supcon_gradient_matches_central_differences(x64, block_size):
   features = _unit(np.random.default_rng(14), (BATCH, VIEWS, DIM))
   mask = SUPCON_CASES["asym_mask"]["mask"]
-  f = lambda z: losses.supcon_loss(z, mask=mask, temperature=0.2, block_size=block_size)
+  f = lambda z: jl.supcon_loss(z, mask=mask, temperature=0.2, block_size=block_size)
   np.testing.assert_allclose(jax.grad(f)(features), _central_grad(f, features), atol=1e-7)
 
 
 def _syncon_for_grad(feats, w, temperature, labels, is_syn, valid, block_size, den="all"):
-  return losses.syncon_loss(feats, labels, is_syn, w, valid=valid, temperature=temperature,
+  return jl.syncon_loss(feats, labels, is_syn, w, valid=valid, temperature=temperature,
                             base_temperature=0.1, block_size=block_size,
                             synthetic_denominator=den)  # fmt: skip
 
 
-_SYNCON_GRAD = jax.grad(_syncon_for_grad, argnums=(0, 1, 2))
+_SYNCON_GRAD = jax.jit(jax.grad(_syncon_for_grad, argnums=(0, 1, 2)), static_argnums=(6, 7))
 
 
 @pytest.mark.parametrize("block_size,den", [(None, "all"), (BLOCK, "all"), (None, "weighted"),
@@ -454,12 +516,12 @@ def test_other_gradients_match_central_differences(x64, name):
   a, b, c = rng.normal(size=(3, 5, 3))
   labels = np.array([0, 1, 0, 1, 1])
   fns = {
-    "ntxent": lambda z: losses.ntxent_loss(z, b, temperature=0.3),
-    "multipos": lambda z: losses.multipos_loss(z, labels),
-    "triplet": lambda z: losses.triplet_loss(z, b, c, margin=0.5),
-    "batch_hard": lambda z: losses.batch_hard_triplet_loss(z, labels, margin=0.5),
-    "batch_all": lambda z: losses.batch_all_triplet_loss(z, labels, margin=2.0, average="all"),
-    "ce": lambda z: losses.softmax_cross_entropy(z, np.array([0, 2, 1, 1, 0]), label_smoothing=0.1),
+    "ntxent": lambda z: jl.ntxent_loss(z, b, temperature=0.3),
+    "multipos": lambda z: jl.multipos_loss(z, labels),
+    "triplet": lambda z: jl.triplet_loss(z, b, c, margin=0.5),
+    "batch_hard": lambda z: jl.batch_hard_triplet_loss(z, labels, margin=0.5),
+    "batch_all": lambda z: jl.batch_all_triplet_loss(z, labels, margin=2.0, average="all"),
+    "ce": lambda z: jl.softmax_cross_entropy(z, np.array([0, 2, 1, 1, 0]), label_smoothing=0.1),
   }
   f = fns[name]
   np.testing.assert_allclose(jax.grad(f)(a), _central_grad(f, a), atol=1e-7)
@@ -468,11 +530,11 @@ def test_other_gradients_match_central_differences(x64, name):
 def test_moco_and_byol_gradients_and_stop_gradients(x64):
   rng = np.random.default_rng(18)
   q, k, queue = rng.normal(size=(4, 3)), rng.normal(size=(4, 3)), _unit(rng, (6, 3))
-  g_q, g_k, g_queue = jax.grad(losses.moco_loss, argnums=(0, 1, 2))(q, k, queue)
+  g_q, g_k, g_queue = jax.grad(jl.moco_loss, argnums=(0, 1, 2))(q, k, queue)
   assert not np.any(g_k) and not np.any(g_queue)
-  np.testing.assert_allclose(g_q, _central_grad(lambda z: losses.moco_loss(z, k, queue), q),
+  np.testing.assert_allclose(g_q, _central_grad(lambda z: jl.moco_loss(z, k, queue), q),
                              atol=1e-7)  # fmt: skip
-  byol = lambda p, t: jnp.sum(losses.byol_loss(p, t))
+  byol = lambda p, t: jnp.sum(jl.byol_loss(p, t))
   g_p, g_t = jax.grad(byol, argnums=(0, 1))(q, k)
   assert not np.any(g_t)
   np.testing.assert_allclose(g_p, _central_grad(lambda z: byol(z, k), q), atol=1e-7)
@@ -509,19 +571,19 @@ def test_finite_and_blockwise_equals_dense_float32(case):
     x[25:28] = 0
   # fn(features, weights, block_size); syncon and the mask path get every option at once.
   blockable = {
-    "supcon_one_mask": lambda f, w, bs: losses.supcon_loss(
+    "supcon_one_mask": lambda f, w, bs: jl.supcon_loss(
       f.reshape(25, 2, dim), mask=mask, contrast_mode="one", temperature=t, base_temperature=0.1,
       block_size=bs,
     ),
-    "syncon": lambda f, w, bs: losses.syncon_loss(f, labels, syn, w, valid=valid, temperature=t,
+    "syncon": lambda f, w, bs: jl.syncon_loss(f, labels, syn, w, valid=valid, temperature=t,
                                                   block_size=bs),
-    "multipos": lambda f, w, bs: losses.multipos_loss(f, labels, temperature=t, block_size=bs),
+    "multipos": lambda f, w, bs: jl.multipos_loss(f, labels, temperature=t, block_size=bs),
   }  # fmt: skip
   dense_only = {
-    "ntxent": lambda f, w, bs: losses.ntxent_loss(f[:25], f[25:], temperature=t),
-    "moco": lambda f, w, bs: losses.moco_loss(f, f[::-1], queue, temperature=t),
-    "byol": lambda f, w, bs: jnp.sum(losses.byol_loss(f, f[::-1])),
-    "batch_hard": lambda f, w, bs: losses.batch_hard_triplet_loss(f, labels, margin=0.2),
+    "ntxent": lambda f, w, bs: jl.ntxent_loss(f[:25], f[25:], temperature=t),
+    "moco": lambda f, w, bs: jl.moco_loss(f, f[::-1], queue, temperature=t),
+    "byol": lambda f, w, bs: jnp.sum(jl.byol_loss(f, f[::-1])),
+    "batch_hard": lambda f, w, bs: jl.batch_hard_triplet_loss(f, labels, margin=0.2),
   }
   dense_values = {}
   for name, fn in {**blockable, **dense_only}.items():
@@ -579,17 +641,22 @@ def test_triplet_losses_match_loops(x64, metric):
   rng = np.random.default_rng(22)
   a, p, n = rng.normal(size=(3, 6, 4))
   margin = {"euclidean": 0.5, "squared_euclidean": 1.0, "cosine": 0.3}[metric]
-  ref = np.mean([max(0.0, np_dist(a[i], p[i], metric) - np_dist(a[i], n[i], metric) + margin)
-                 for i in range(6)])  # fmt: skip
-  mine = losses.triplet_loss(a, p, n, margin=margin, metric=metric)
-  assert float(mine) == pytest.approx(ref, rel=1e-10)
+  ref_rows = [max(0.0, np_dist(a[i], p[i], metric) - np_dist(a[i], n[i], metric) + margin)
+              for i in range(6)]  # fmt: skip
+  mine = jl.triplet_loss(a, p, n, margin=margin, metric=metric)
+  assert float(mine) == pytest.approx(np.mean(ref_rows), rel=1e-10)
+  rows = jl.triplet_loss(a, p, n, margin=margin, metric=metric, reduction="none")
+  np.testing.assert_allclose(rows, ref_rows, rtol=1e-10, atol=1e-12)
 
   x = rng.normal(size=(9, 4))
   labels = np.array([0, 1, 0, 2, 1, 0, 3, 2, 1])  # label 3: no positive, not an anchor
-  hard = losses.batch_hard_triplet_loss(x, labels, margin=margin, metric=metric)
+  hard = jl.batch_hard_triplet_loss(x, labels, margin=margin, metric=metric)
   assert float(hard) == pytest.approx(np_batch_hard(x, labels, margin, metric), rel=1e-10)
+  rows = jl.batch_hard_triplet_loss(x, labels, margin=margin, metric=metric, reduction="none")
+  np.testing.assert_allclose(rows, np_batch_hard(x, labels, margin, metric, per_row=True),
+                             rtol=1e-10, atol=1e-12)  # fmt: skip
   for average in losses.BATCH_ALL_AVERAGES:
-    mine = losses.batch_all_triplet_loss(x, labels, margin=margin, metric=metric, average=average)
+    mine = jl.batch_all_triplet_loss(x, labels, margin=margin, metric=metric, average=average)
     ref = np_batch_all(x, labels, margin, metric, average)
     assert float(mine) == pytest.approx(ref, rel=1e-10)
 
@@ -604,8 +671,10 @@ def test_softmax_cross_entropy_matches_numpy(x64):
       target = np.full(4, eps / 4)
       target[labels[i]] += 1 - eps
       rows.append(-sum(target[c] * (logits[i, c] - lse) for c in range(4)))
-    mine = losses.softmax_cross_entropy(logits, labels, label_smoothing=eps)
+    mine = jl.softmax_cross_entropy(logits, labels, label_smoothing=eps)
     assert float(mine) == pytest.approx(np.mean(rows), rel=1e-10)
+    mine = jl.softmax_cross_entropy(logits, labels, label_smoothing=eps, reduction="none")
+    np.testing.assert_allclose(mine, rows, rtol=1e-10)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -613,18 +682,25 @@ def test_softmax_cross_entropy_matches_numpy(x64):
 # ------------------------------------------------------------------------------------------------
 
 
-def test_user_errors_name_the_valid_choices():
+def test_unknown_options_fail_and_the_registry_names_the_valid_losses():
+  # The settings a config holds are checked once by validate.check_config (tests/test_cli.py);
+  # the losses themselves look a named option up, so a wrong name fails instead of running.
   x = jnp.zeros((4, 2, 3))
-  with pytest.raises(ConfigError, match="'all', 'one'"):
-    losses.supcon_loss(x, contrast_mode="both")
+  labels, is_syn, w = jnp.zeros(8, int), jnp.zeros(8, bool), jnp.ones(8)
   with pytest.raises(ValueError, match="labels or mask"):
-    losses.supcon_loss(x, labels=jnp.zeros(4), mask=jnp.eye(4))
-  with pytest.raises(ConfigError, match="temperature"):
-    losses.supcon_loss(x, temperature=0.0)
-  with pytest.raises(ConfigError, match="block_size"):
-    losses.multipos_loss(x[:, 0], jnp.zeros(4), block_size=0)
-  with pytest.raises(ConfigError, match="cosine"):
-    losses.triplet_loss(x[:, 0], x[:, 0], x[:, 0], margin=1.0, metric="l1")
+    jl.supcon_loss(x, labels=jnp.zeros(4), mask=jnp.eye(4))
+  wrong = {
+    "both": lambda: jl.supcon_loss(x, contrast_mode="both"),
+    "own": lambda: jl.syncon_loss(x.reshape(8, 3), labels, is_syn, w,
+                                  synthetic_denominator="own"),
+    "l1": lambda: jl.triplet_loss(x[:, 0], x[:, 0], x[:, 0], margin=1.0, metric="l1"),
+    "mean_all": lambda: jl.batch_all_triplet_loss(x[:, 0], labels[:4], margin=1.0,
+                                                  average="mean_all"),
+    "sum": lambda: jl.multipos_loss(x[:, 0], labels[:4], reduction="sum"),
+  }  # fmt: skip
+  for name, call in wrong.items():
+    with pytest.raises(KeyError, match=name):
+      call()
   with pytest.raises(ConfigError, match="syncon"):
     losses.get_loss("sincon")
   assert losses.get_loss("syncon") is losses.syncon_loss

@@ -1,4 +1,4 @@
-"""Objectives wire model outputs to losses.py as DESIGN.md says."""
+"""Objectives wire model outputs to losses/ as DESIGN.md says."""
 
 import jax
 import jax.numpy as jnp

@@ -1,11 +1,12 @@
 """A 2-D map of features (t-SNE, or PCA for a quick look), real and synthetic marked, as a PNG."""
 
+import jax.numpy as jnp
 import numpy as np
 from sklearn.decomposition import PCA
 from sklearn.manifold import TSNE
 
 from syncon_jax.errors import ConfigError
-from syncon_jax.evaluators.knn import l2_normalize
+from syncon_jax.losses import l2_normalize
 
 MAP_METHODS = ("tsne", "pca")
 
@@ -14,7 +15,7 @@ def embed_2d(x: np.ndarray, *, method: str, seed: int) -> np.ndarray:
   """x: [N, D] -> [N, 2]; rows L2-normalised first (the geometry the contrastive loss shapes)."""
   if method not in MAP_METHODS:
     raise ConfigError(f"Unknown eval.map_method {method!r}; valid: {list(MAP_METHODS)}")
-  x = l2_normalize(x)
+  x = np.asarray(l2_normalize(jnp.asarray(x, jnp.float32)))
   if method == "pca" or len(x) < 5:
     return PCA(n_components=2, random_state=seed).fit_transform(x)
   perplexity = float(min(30.0, (len(x) - 1) / 3))  # sklearn needs perplexity < N

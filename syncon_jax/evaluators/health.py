@@ -16,10 +16,12 @@ functions on host arrays.
 import jax
 import jax.numpy as jnp
 
+from syncon_jax.losses import l2_normalize
 
-def _unit(x: jax.Array, eps: float = 1e-12) -> jax.Array:
-  x = jnp.asarray(x, jnp.float32)
-  return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), eps)
+
+def _unit(x: jax.Array) -> jax.Array:
+  """Rows of x (host or device, any float dtype) as float32 unit rows."""
+  return l2_normalize(jnp.asarray(x, jnp.float32))
 
 
 def rankme(x: jax.Array, eps: float = 1e-7) -> jax.Array:

@@ -2,17 +2,15 @@
 
 Features are L2-normalised, similarity is the cosine, each test image takes its k most similar
 train images, and class c scores sum_i 1[y_i = c] * exp(s_i / T) over those neighbours (Wu et al.
-2018; DINO's `knn_classifier`, k = 20, T = 0.07). Pure numpy on the host, in blocks of test rows
-so memory is O(block * N_train), never M x N at once.
+2018; DINO's `knn_classifier`, k = 20, T = 0.07). The rows are normalised by losses.l2_normalize;
+the rest is numpy on the host, in blocks of test rows so memory is O(block * N_train), never M x N
+at once.
 """
 
+import jax.numpy as jnp
 import numpy as np
 
-
-def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
-  """[N, D] -> rows of unit L2 norm (a zero row stays zero), float32."""
-  x = np.asarray(x, np.float32)
-  return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), eps)
+from syncon_jax.losses import l2_normalize
 
 
 def knn_scores(
@@ -31,8 +29,7 @@ def knn_scores(
   sum over m's k nearest train rows i (cosine) of 1[y_i = c] * exp(s_i / temperature).
   k larger than N uses every train row.
   """
-  train = l2_normalize(train_x)
-  test = l2_normalize(test_x)
+  train, test = (np.asarray(l2_normalize(jnp.asarray(x, jnp.float32))) for x in (train_x, test_x))
   k = min(int(k), len(train))
   out = np.zeros((len(test), num_classes), np.float32)
   for start in range(0, len(test), block_size):

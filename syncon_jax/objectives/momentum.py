@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 
 from syncon_jax.errors import ConfigError
+from syncon_jax.losses import l2_normalize
 
 TARGET_PARTS = ("encoder", "head")
 
@@ -51,7 +52,7 @@ def target_projections(ctx, target: dict, images: jax.Array) -> jax.Array:
   lead = images.shape[:-3]
   _, z = ctx.apply(jax.lax.stop_gradient(target), images.reshape(-1, *images.shape[-3:]))
   z = jax.lax.stop_gradient(z.astype(jnp.float32))
-  z = z / jnp.maximum(jnp.linalg.norm(z, axis=-1, keepdims=True), 1e-12)
+  z = l2_normalize(z)
   return z.reshape(*lead, z.shape[-1])
 
 
@@ -61,7 +62,7 @@ def init_queue(queue_size: int, dim: int, *, seed: int, random: bool) -> dict:
     raise ConfigError(f"objective.queue_size must be a positive integer, got {queue_size!r}")
   if random:
     q = jax.random.normal(jax.random.key(seed), (queue_size, dim), jnp.float32)
-    q = q / jnp.linalg.norm(q, axis=-1, keepdims=True)
+    q = l2_normalize(q)
   else:
     q = jnp.zeros((queue_size, dim), jnp.float32)
   count = queue_size if random else 0

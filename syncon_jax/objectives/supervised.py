@@ -3,7 +3,7 @@
 The classifier (kernel [feat_dim, num_classes], bias [num_classes]) is this objective's trainable
 parameters (`ObjectiveState.params`), under the trainer's optimiser: the encoder (and not the
 projection head, which the loss never reads) trains at the model's rate, the classifier by plain
-SGD at objective.supervised_learning_rate (`optimizer`). Samples are every augmented view (inputs.features), each a
+SGD at objective.supervised_learning_rate (`optimizer`). Samples are every augmented view (outputs.features), each a
 labelled row; the loss is `losses.softmax_cross_entropy` (objective.supervised_label_smoothing)
 averaged over the rows.
 
@@ -12,7 +12,6 @@ averaged over the rows.
                   sample with its real image's label; placeholder slots are dropped.
 """
 
-import jax
 import jax.numpy as jnp
 import optax
 
@@ -57,11 +56,9 @@ def _loss(outputs, batch, state, ctx, with_synthetic: bool):
   weight = jnp.broadcast_to(valid[:, :, None], (b, k, v)).reshape(-1).astype(jnp.float32)
   out = logits(rows, state.params["classifier"])
   # Per-row cross-entropy from the tested loss (its own mean would count placeholder rows).
-  per_row = jax.vmap(
-    lambda lg, y: losses.softmax_cross_entropy(
-      lg[None], y[None], label_smoothing=ctx.config.supervised_label_smoothing
-    )
-  )(out, labels)
+  per_row = losses.softmax_cross_entropy(
+    out, labels, label_smoothing=ctx.config.supervised_label_smoothing, reduction="none"
+  )
   count = jnp.maximum(jnp.sum(weight), 1)
   correct = (jnp.argmax(out, axis=-1) == labels).astype(jnp.float32)
   value = jnp.sum(weight * per_row) / count

@@ -18,7 +18,6 @@ objective.triplet_margin and objective.triplet_metric ('euclidean', 'squared_euc
 'cosine' = 1 - cos) go to the loss. z is L2-normalised, so distances lie in [0, 2].
 """
 
-import jax
 import jax.numpy as jnp
 
 from syncon_jax import losses
@@ -39,11 +38,14 @@ def _plain(z: jnp.ndarray, labels: jnp.ndarray, config) -> jnp.ndarray:
   pos = jnp.where(has_pos, later[rows, jnp.argmax(same, axis=1)], rows)
   neg = jnp.where(has_neg, later[rows, jnp.argmax(~same, axis=1)], rows)
   # Per-triplet hinges from the tested loss, then the mean over the images that have a negative.
-  hinge = jax.vmap(
-    lambda a, p, n: losses.triplet_loss(
-      a[None], p[None], n[None], margin=config.triplet_margin, metric=config.triplet_metric
-    )
-  )(z[:, 0], z[pos, 1 % v], z[neg, 0])
+  hinge = losses.triplet_loss(
+    z[:, 0],
+    z[pos, 1 % v],
+    z[neg, 0],
+    margin=config.triplet_margin,
+    metric=config.triplet_metric,
+    reduction="none",
+  )
   return jnp.sum(jnp.where(has_neg, hinge, 0)) / jnp.maximum(jnp.sum(has_neg), 1)
 
 

@@ -26,6 +26,7 @@ import numpy as np
 from absl import app, flags, logging
 
 from syncon_jax.errors import ConfigError, DataError, exit_on_user_error
+from syncon_jax.losses import l2_normalize
 
 METRICS = ("cosine", "euclidean")
 
@@ -50,7 +51,7 @@ def _blocked_knn(x: jax.Array, *, k: int, metric: str, block: int, n: int):
   """
   nb = x.shape[0] // block
   if metric == "cosine":
-    x = x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+    x = l2_normalize(x)
   sq = jnp.sum(jnp.square(x), axis=-1)
   xb, sqb = x.reshape(nb, block, -1), sq.reshape(nb, block)
   local = jnp.arange(block)
