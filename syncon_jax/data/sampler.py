@@ -140,10 +140,14 @@ class BatchSampler:
 
     Returns BATCH_KEYS and HOST_KEYS, with b = B / P.
     """
-    self.check_images(real_images, synthetic_images)
-    return self._host_rows(
-      step, real_images, synthetic_images, process_index, process_count, synthetic_prompts
+    host_rows = self.bind(
+      real_images,
+      synthetic_images,
+      synthetic_prompts,
+      process_index=process_index,
+      process_count=process_count,
     )
+    return host_rows(step)
 
   def bind(
     self,
@@ -154,7 +158,14 @@ class BatchSampler:
     process_index: int,
     process_count: int,
   ):
-    """-> host_batch(step) for these images and this process, the shapes checked once."""
+    """-> host_batch(step) for these images and this process, everything checked once."""
+    if process_count < 1 or not 0 <= process_index < process_count:
+      raise ValueError(f"process_index {process_index} not in [0, {process_count})")
+    if self.batch_size % process_count:
+      raise ConfigError(
+        f"batch_size={self.batch_size} is not divisible by the process count {process_count}; "
+        "set batch_size to a multiple of it."
+      )
     self.check_images(real_images, synthetic_images)
     return lambda step: self._host_rows(
       step, real_images, synthetic_images, process_index, process_count, synthetic_prompts
@@ -180,13 +191,6 @@ class BatchSampler:
   def _host_rows(
     self, step, real_images, synthetic_images, process_index, process_count, synthetic_prompts
   ) -> dict[str, np.ndarray]:
-    if process_count < 1 or not 0 <= process_index < process_count:
-      raise ValueError(f"process_index {process_index} not in [0, {process_count})")
-    if self.batch_size % process_count:
-      raise ConfigError(
-        f"batch_size={self.batch_size} is not divisible by the process count {process_count}; "
-        "set batch_size to a multiple of it."
-      )
     image_shape = real_images.shape[1:]
     per_host = self.batch_size // process_count
     rows = slice(process_index * per_host, (process_index + 1) * per_host)
