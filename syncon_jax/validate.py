@@ -53,8 +53,9 @@ def _positive(config, *keys: str) -> None:
 
 
 def _check_loss_settings(o) -> None:
-  """The objective's loss settings (config.objective), checked here once: the losses are traced
-  inside the train step and check only shapes."""
+  """The loss settings several objectives share (config.objective), checked here once: the losses
+  are traced inside the train step and check only shapes. One objective's own keys are checked by
+  its `check_config` hook."""
   for key in ("temperature", "base_temperature"):
     if o.get(key) is not None and not o[key] > 0:
       raise ConfigError(f"objective.{key} must be > 0, got {o[key]!r}")
@@ -65,17 +66,10 @@ def _check_loss_settings(o) -> None:
     raise ConfigError(
       f"objective.block_size must be a positive integer or None, got {block_size!r}"
     )
-  for key, valid in (
-    ("synthetic_denominator", losses.SYNTHETIC_DENOMINATORS),
-    ("triplet_average", losses.BATCH_ALL_AVERAGES),
-  ):
-    if key in o and o[key] not in valid:
-      raise ConfigError(f"Unknown objective.{key} {o[key]!r}; valid: {list(valid)}")
-  if o.get("triplet_margin", 0) < 0:
-    raise ConfigError(f"objective.triplet_margin must be >= 0, got {o.triplet_margin!r}")
-  if not 0 <= o.get("supervised_label_smoothing", 0) < 1:
+  if "synthetic_denominator" in o and o.synthetic_denominator not in losses.SYNTHETIC_DENOMINATORS:
     raise ConfigError(
-      f"objective.supervised_label_smoothing must be in [0, 1), got {o.supervised_label_smoothing!r}"
+      f"Unknown objective.synthetic_denominator {o.synthetic_denominator!r}; "
+      f"valid: {list(losses.SYNTHETIC_DENOMINATORS)}"
     )
 
 

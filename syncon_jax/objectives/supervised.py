@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import optax
 
 from syncon_jax import losses
+from syncon_jax.errors import ConfigError
 from syncon_jax.objectives import Loss, Objective, ObjectiveState
 
 
@@ -39,6 +40,14 @@ def logits(features: jnp.ndarray, classifier: dict) -> jnp.ndarray:
 def init(num_classes: int, feat_dim: int, model_params, config) -> ObjectiveState:
   del model_params, config
   return ObjectiveState(params={"classifier": zero_classifier(feat_dim, num_classes)}, buffers={})
+
+
+def check_config(config) -> None:
+  if not 0 <= config.supervised_label_smoothing < 1:
+    raise ConfigError(
+      "objective.supervised_label_smoothing must be in [0, 1), got "
+      f"{config.supervised_label_smoothing!r}"
+    )
 
 
 def optimizer(config) -> optax.GradientTransformation:
@@ -73,7 +82,13 @@ def loss_with_synthetic(outputs, batch, state, ctx):
   return _loss(outputs, batch, state, ctx, with_synthetic=True)
 
 
-OBJECTIVE = Objective(loss=loss_real_only, init=init, optimizer=optimizer)
+OBJECTIVE = Objective(
+  loss=loss_real_only, init=init, optimizer=optimizer, check_config=check_config
+)
 OBJECTIVE_SYN = Objective(
-  loss=loss_with_synthetic, init=init, optimizer=optimizer, uses_synthetic=lambda config: True
+  loss=loss_with_synthetic,
+  init=init,
+  optimizer=optimizer,
+  check_config=check_config,
+  uses_synthetic=lambda config: True,
 )

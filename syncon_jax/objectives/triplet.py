@@ -88,6 +88,13 @@ def check_config(config) -> None:
       f"Unknown objective.triplet_metric {config.triplet_metric!r}; "
       f"valid: {sorted(losses.TRIPLET_METRICS)}"
     )
+  if config.triplet_average not in losses.BATCH_ALL_AVERAGES:
+    raise ConfigError(
+      f"Unknown objective.triplet_average {config.triplet_average!r}; "
+      f"valid: {list(losses.BATCH_ALL_AVERAGES)}"
+    )
+  if config.triplet_margin < 0:
+    raise ConfigError(f"objective.triplet_margin must be >= 0, got {config.triplet_margin!r}")
 
 
 def loss(outputs, batch, state, ctx):
