@@ -342,20 +342,22 @@ def global_batch(host: dict, sharding: NamedSharding) -> dict:
 COMPILE_BARRIER_TIMEOUT_S = 3600
 
 
-def compile_and_meet(step_fn, state: TrainState, batch: dict[str, jax.Array], *args):
-  """Compiles step_fn for these arguments, then waits until every process has compiled it.
+def compile_step(step_fn, state: TrainState, batch: dict[str, jax.Array], *args):
+  """Compiles step_fn for these arguments once (the `Compiled` also gives the cost analysis,
+  so nothing compiles twice); in a multi-process run, then waits until every process has.
 
-  For multi-process runs. Hosts finish compiling at different times (only process 0's key
-  matches the persistent compilation cache, for one), and CPU collectives (gloo) give the
-  processes of a collective 30 s to meet; this barrier uses the distributed runtime's key-value
-  store instead, which waits as long as COMPILE_BARRIER_TIMEOUT_S.
+  Hosts finish compiling at different times (only process 0's key matches the persistent
+  compilation cache, for one), and CPU collectives (gloo) give the processes of a collective
+  30 s to meet; this barrier uses the distributed runtime's key-value store instead, which waits
+  as long as COMPILE_BARRIER_TIMEOUT_S.
   """
   compiled = step_fn.lower(state, batch, *args).compile()
-  ocp.multihost.sync_global_processes(
-    "train_step_compiled",
-    timeout=COMPILE_BARRIER_TIMEOUT_S,
-    processes=set(range(jax.process_count())),
-  )
+  if jax.process_count() > 1:
+    ocp.multihost.sync_global_processes(
+      "train_step_compiled",
+      timeout=COMPILE_BARRIER_TIMEOUT_S,
+      processes=set(range(jax.process_count())),
+    )
   return compiled
 
 
@@ -514,8 +516,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
       if step + 1 < total:
         next_host = prefetch.submit(host_batch, step + 1)
       batch = global_batch(host, batch_sharding)
-      if step == start and jax.process_count() > 1:
-        step_fn = compile_and_meet(step_fn, state, batch, seed)
+      if step == start:
+        step_fn = compile_step(step_fn, state, batch, seed)
       state, step_metrics = step_fn(state, batch, seed)
       done = step + 1
       if step == start:

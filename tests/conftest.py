@@ -46,6 +46,30 @@ def run_cli(module: str, *args: str, devices: int = 1, timeout: int = 600):
   )
 
 
+def stopped_after(src: str, dst: str, step: int) -> str:
+  """Copies the finished run in src to dst as a run stopped after `step` leaves it (its
+  checkpoints and metrics rows up to `step`); -> dst, to be resumed.
+
+  What a resume test needs without training a third run: the uninterrupted run is the
+  reference, and its own checkpoint is where the resumed run starts. A real kill is
+  train_killed_and_resumed's (tests/test_train.py)."""
+  import json
+  import shutil
+
+  shutil.copytree(src, dst)
+  ckpts = os.path.join(dst, "checkpoints")
+  for name in os.listdir(ckpts):
+    if name.isdigit() and int(name) > step:
+      shutil.rmtree(os.path.join(ckpts, name))
+  assert str(step) in os.listdir(ckpts), f"{src} kept no checkpoint at step {step}"
+  path = os.path.join(dst, "metrics.jsonl")
+  with open(path) as f:
+    rows = [line for line in f if json.loads(line)["step"] <= step]
+  with open(path, "w") as f:
+    f.writelines(rows)
+  return dst
+
+
 def train_killed_and_resumed(config, workdir: str, monkeypatch):
   """Trains `config` in workdir, killed when step 8 is logged (config must checkpoint at step 6
   and log at step 8), then resumed to the end; -> the resumed run's final TrainState."""

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import StepInputs, train_killed_and_resumed
+from conftest import StepInputs, stopped_after
 
 from configs import digits
 from syncon_jax import meta_weighting, train, weighting
@@ -266,11 +266,11 @@ def test_bad_meta_keys_are_config_errors(key, value):
     weighting.get_scheme("meta").init(C, FEAT, _config(**{key: value}))
 
 
-def test_runlocal_meta_run_writes_weights_and_resumes_exactly(synthetic_dir, tmp_path, monkeypatch):
+def test_runlocal_meta_run_writes_weights_and_resumes_exactly(synthetic_dir, tmp_path):
   """configs/digits.py:runlocal,weighting=meta with a meta step every 3 steps
   (the cond's both branches): weights move and are written; the lookahead's first loss is the
-  step's loss (apply under the step's params reproduces its projections); a run killed after its
-  checkpoint at step 6 resumes to the same state."""
+  step's loss (apply under the step's params reproduces its projections); the run resumed from
+  its checkpoint at step 6 ends in the same state."""
   config = digits.get_config("runlocal,weighting=meta")
   config.data.synthetic_dir = synthetic_dir
   config.objective.meta_every = 3  # logged steps 4, 8, 12 run inputs.step 3 (meta), 7, 11 (not)
@@ -285,13 +285,15 @@ def test_runlocal_meta_run_writes_weights_and_resumes_exactly(synthetic_dir, tmp
   assert [row["meta_step"] for row in rows] == [1.0, 0.0, 0.0]
   np.testing.assert_allclose(rows[0]["meta_inner_loss"], rows[0]["syncon_loss"], rtol=1e-5)
 
-  resumed = train_killed_and_resumed(config, str(tmp_path / "killed"), monkeypatch)
+  resumed = train.train_and_evaluate(
+    config, stopped_after(str(tmp_path / "straight"), str(tmp_path / "resumed"), 6)
+  )
   leaves = lambda s: jax.tree.leaves(
     (s.params, s.model_state, s.opt_state, s.objective_params, s.objective)
   )
   for a, b in zip(leaves(straight), leaves(resumed), strict=True):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-  assert os.path.exists(tmp_path / "killed" / "synthetic_weights.json")
+  assert os.path.exists(tmp_path / "resumed" / "synthetic_weights.json")
 
 
 def test_meta_gradient_through_the_blockwise_loss_equals_dense():

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from conftest import StepInputs, train_killed_and_resumed
+from conftest import StepInputs, stopped_after
 
 from configs import cifar10, digits
 from syncon_jax import losses, objectives, train
@@ -397,7 +397,7 @@ def _all_leaves(state):
   return [np.asarray(x) for x in jax.tree.leaves(leaves)]
 
 
-def test_supervised_trains_and_resumes_its_classifier_exactly(synthetic_dir, tmp_path, monkeypatch):
+def test_supervised_trains_and_resumes_its_classifier_exactly(synthetic_dir, tmp_path):
   # Batch 64 and a classifier rate of 1.0: at batch 16 and 0.1 the loss only wanders in 12 steps.
   config = _config(
     "supervised_syn",
@@ -414,7 +414,9 @@ def test_supervised_trains_and_resumes_its_classifier_exactly(synthetic_dir, tmp
   kernel = np.asarray(straight.objective_params["classifier"]["kernel"])
   assert kernel.shape == (train.feature_dim(config), 10) and np.any(kernel)
 
-  resumed = train_killed_and_resumed(config, str(tmp_path / "killed"), monkeypatch)
+  resumed = train.train_and_evaluate(
+    config, stopped_after(str(tmp_path / "straight"), str(tmp_path / "resumed"), 6)
+  )
   assert int(resumed.step) == 12
   for a, b in zip(_all_leaves(straight), _all_leaves(resumed), strict=True):
     np.testing.assert_array_equal(a, b)

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from conftest import train_killed_and_resumed
+from conftest import stopped_after
 
 from configs import cifar10, digits
 from syncon_jax import data, objectives, train
@@ -215,12 +215,14 @@ def test_target_gets_no_gradient_and_m_1_keeps_it(synthetic_dir, monkeypatch):
   assert int(state.objective["count"]) == 64 and int(state.objective["ptr"]) == 0
 
 
-def _train_killed_and_resumed(config, tmp_path, monkeypatch):
-  """-> (metrics rows of an uninterrupted run, its state, the state of a run killed after step 8
-  and resumed from its step-6 checkpoint)."""
+def _train_and_resume(config, tmp_path):
+  """-> (metrics rows of an uninterrupted run, its state, the state of the run resumed from its
+  step-6 checkpoint)."""
   straight = train.train_and_evaluate(config, str(tmp_path / "straight"))
   rows = [json.loads(line) for line in open(tmp_path / "straight" / "metrics.jsonl")]
-  resumed = train_killed_and_resumed(config, str(tmp_path / "killed"), monkeypatch)
+  resumed = train.train_and_evaluate(
+    config, stopped_after(str(tmp_path / "straight"), str(tmp_path / "resumed"), 6)
+  )
   return rows, straight, resumed
 
 
@@ -236,9 +238,7 @@ def _mean_loss(rows, steps):
     ("byol_nn", {"nn_approach": "probabilistic"}, ("target", "queue", "ptr", "count")),
   ],
 )
-def test_trains_and_resumes_exactly(
-  objective, overrides, extra_state, synthetic_dir, tmp_path, monkeypatch
-):
+def test_trains_and_resumes_exactly(objective, overrides, extra_state, synthetic_dir, tmp_path):
   """12 steps lower the loss; 6 steps + resume to 12 equals 12 uninterrupted steps, target
   network, queue and predictor included.
 
@@ -246,7 +246,7 @@ def test_trains_and_resumes_exactly(
   initial queue (easy negatives), and single steps of a 16-image batch are noisy.
   """
   config = _config(objective, synthetic_dir, **overrides)
-  rows, straight, resumed = _train_killed_and_resumed(config, tmp_path, monkeypatch)
+  rows, straight, resumed = _train_and_resume(config, tmp_path)
   assert [row["step"] for row in rows] == list(range(1, 13))
   assert _mean_loss(rows, (10, 11, 12)) < _mean_loss(rows, (3, 4, 5)), rows
   assert set(extra_state) <= set(straight.objective)
@@ -261,13 +261,13 @@ def test_trains_and_resumes_exactly(
   assert any(not np.array_equal(a, b) for a, b in zip(online, target, strict=True))
 
 
-def test_byol_nn_with_a_neighbor_table(synthetic_dir, tmp_path, monkeypatch):
+def test_byol_nn_with_a_neighbor_table(synthetic_dir, tmp_path):
   """Neighbour images from a neighbours file (weighted targets): trains and resumes exactly."""
   config = _config("byol_nn", synthetic_dir, nn_approach="weighted", neighbor_source="table")
   config.objective.neighbors_file = str(tmp_path / "neighbors.npz")
   config.objective.neighbor_k = 2
   _write_neighbors(config.objective.neighbors_file, config)
-  rows, straight, resumed = _train_killed_and_resumed(config, tmp_path, monkeypatch)
+  rows, straight, resumed = _train_and_resume(config, tmp_path)
   assert _mean_loss(rows, (10, 11, 12)) < _mean_loss(rows, (3, 4, 5)), rows
   assert "queue" not in straight.objective
   assert all(-1.0 <= row["neighbor_cos"] <= 1.0 for row in rows)

@@ -13,8 +13,10 @@ changes that keep the suite fast:
   joins a multi-process run, runs with --dry_run (the whole config resolved and checked, the data
   paths included, nothing trained), as do tools.experiment and the launch scripts' python.
 
-Each must exit 0. Then the paper-config commands run once more exactly as written, data paths
-untouched: each must stop with the one-line data-missing error (exit 2, no traceback).
+Each must exit 0, and the README's demo workdir must then hold every output the README names
+(metrics, weights, checkpoints, eval.json and its report). Then the paper-config commands run once
+more exactly as written, data paths untouched: each must stop with the one-line data-missing error
+(exit 2, no traceback).
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from __future__ import annotations
 import ast
 import glob
 import itertools
+import json
+import math
 import os
 import re
 import shlex
@@ -237,6 +241,10 @@ def extras() -> set[str]:
   return set(setup.call_args.kwargs["extras_require"])
 
 
+# The stderr of every command run for real in this session, by the command as run.
+LOGS: dict[str, str] = {}
+
+
 def check(cmd: str, root: str) -> None:
   """Runs one documented command (shortened, local) and asserts it succeeds."""
   if cmd.startswith(".venv/bin/pip install"):
@@ -263,6 +271,7 @@ def check(cmd: str, root: str) -> None:
     return
   assert r.returncode == 0, f"{cmd}\nexit {r.returncode}\n{r.stderr[-3000:]}"
   assert "Traceback" not in r.stderr, f"{cmd}\n{r.stderr[-3000:]}"
+  LOGS[cmd] = r.stderr
 
 
 def test_the_docs_hold_the_commands_users_need():
@@ -285,10 +294,68 @@ def test_the_docs_hold_the_commands_users_need():
 
 @pytest.mark.parametrize("doc", DOCS)
 def test_documented_commands_work(doc, root):
-  """Every command of one document, in order (later ones use what earlier ones wrote)."""
+  """Every command of one document, in order (later ones use what earlier ones wrote); the
+  README's demo then holds what the README says a run writes."""
   cmds = commands(doc_text(doc))
   for cmd in cmds:
     check(cmd, root)
+  if doc == "README.md":
+    check_demo_workdir(os.path.join(root, "runs", "demo"))
+
+
+def check_demo_workdir(workdir: str) -> None:
+  """`make demo`'s workdir (digits, syncon with the auto scheme, :runlocal: 12 steps, logs every
+  4, checkpoints at 6 and 12, keeping 2), trained and evaluated by the README's commands."""
+  [train_log] = [
+    log
+    for cmd, log in LOGS.items()
+    if "syncon_jax.main" in cmd and "--workdir=runs/demo" in cmd and "--dry_run" not in cmd
+  ]
+
+  def read_json(name):
+    with open(os.path.join(workdir, name)) as f:
+      return json.load(f)
+
+  config = read_json("config.json")
+  assert config["objective"]["name"] == "syncon" and config["total_steps"] == 12
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    rows = [json.loads(line) for line in f]
+  assert [row["step"] for row in rows] == [4, 8, 12]
+  assert all(math.isfinite(row["loss"]) and row["images_per_sec"] > 0 for row in rows)
+  # Utilisation from XLA's cost analysis and the measured CPU peak (syncon_jax/throughput.py).
+  assert all(row["gflops_per_sec"] > 0 and row["peak_share"] > 0 for row in rows)
+  assert "GFLOP (XLA cost analysis)" in train_log and "% of peak" in train_log
+  assert "No checkpoint" in train_log and "ETA" in train_log and "img/s" in train_log
+  # The auto scheme logs every class's weight and agreement, and writes the weights.
+  assert all(f"agreement_nearest/{d}" in rows[-1] for d in range(10))
+  weights = read_json("synthetic_weights.json")
+  assert weights == {str(d): rows[-1][f"synthetic_weight/{d}"] for d in range(10)}
+  assert all(0.0 <= w <= 1.0 for w in weights.values())
+  assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["12", "6"]
+  assert any(name.startswith("events.out.tfevents") for name in os.listdir(workdir))
+  # The online probe and the health metrics are logged during training.
+  assert {"online_probe/top1", "health/rankme", "health/alignment"} <= set(rows[-1])
+
+  # The linear probe read the last checkpoint and wrote the contract's keys ...
+  result = read_json("linear_eval.json")
+  for key in ("top1", "raw_pixels_top1", "random_encoder_top1"):
+    assert 0.0 <= result[key] <= 1.0
+  assert result["labels_per_class"] == 10 and result["step"] == 12
+  assert result["num_labelled"] == 100
+  # ... and every protocol of eval.json, the report and its plots (tests/test_evaluators.py
+  # checks the numbers).
+  results = read_json("eval.json")
+  names = ["linear", "linear_few_label", "knn", "fewshot_1", "fewshot_5", "fewshot_10"]
+  for name in [*names, "fewshot_25", "finetune"]:
+    for rep in ("encoder", "raw_pixels", "random_encoder"):
+      assert 0.0 <= results[name][rep] <= 1.0, (name, rep)
+  assert results["linear_few_label"]["encoder"] == result["top1"]
+  assert results["health"]["encoder"]["rankme"] >= 1.0 and results["meta"]["step"] == 12
+  assert "synthetic_to_own_prototype" in results["health"]["encoder"]
+  with open(os.path.join(workdir, "eval_report.md")) as f:
+    report = f.read()
+  assert "| knn |" in report and "eval_map.png" in report and "eval_training.png" in report
+  assert os.path.getsize(os.path.join(workdir, "eval_map.png")) > 0
 
 
 PAPER = re.compile(r"--config=configs/(birdsnap|aircraft|cifake|cifar10|cifar100|flowers102)\.py")

@@ -2,8 +2,6 @@
 
 import jax.numpy as jnp
 import numpy as np
-from sklearn.decomposition import PCA
-from sklearn.manifold import TSNE
 
 from syncon_jax.errors import ConfigError
 from syncon_jax.losses import l2_normalize
@@ -15,6 +13,10 @@ def embed_2d(x: np.ndarray, *, method: str, seed: int) -> np.ndarray:
   """x: [N, D] -> [N, 2]; rows L2-normalised first (the geometry the contrastive loss shapes)."""
   if method not in MAP_METHODS:
     raise ConfigError(f"Unknown eval.map_method {method!r}; valid: {list(MAP_METHODS)}")
+  # Imported here: sklearn takes ~1 s to import, which every `linear_eval --dry_run` would pay.
+  from sklearn.decomposition import PCA
+  from sklearn.manifold import TSNE
+
   x = np.asarray(l2_normalize(jnp.asarray(x, jnp.float32)))
   if method == "pca" or len(x) < 5:
     return PCA(n_components=2, random_state=seed).fit_transform(x)

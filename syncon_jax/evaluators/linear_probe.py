@@ -5,9 +5,6 @@ extraction, and sklearn's L-BFGS solver is exact and well tested.
 """
 
 import numpy as np
-from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import StratifiedShuffleSplit
-from sklearn.preprocessing import StandardScaler
 
 
 def few_label_indices(labels: np.ndarray, per_class: int, seed: int) -> np.ndarray:
@@ -26,6 +23,11 @@ def few_label_indices(labels: np.ndarray, per_class: int, seed: int) -> np.ndarr
 
 
 def _fit(x, y, l2: float, seed: int):
+  # sklearn is imported where it is used: it takes ~1 s to import, which every command that only
+  # imports this module (a --dry_run, say) would pay.
+  from sklearn.linear_model import LogisticRegression
+  from sklearn.preprocessing import StandardScaler
+
   scaler = StandardScaler().fit(x)
   # sklearn's C is the inverse of the L2 strength, scaled by the number of samples.
   clf = LogisticRegression(C=1.0 / (l2 * len(y)), max_iter=2000, random_state=seed)
@@ -56,6 +58,8 @@ def linear_probe(
   probe also scores these (the few-shot regime's validation pool), as out[name] = {"top1",
   "per_class_top1"}.
   """
+  from sklearn.model_selection import StratifiedShuffleSplit
+
   splits = StratifiedShuffleSplit(n_splits=n_splits, test_size=heldout_fraction, random_state=seed)
   scores = []
   for l2 in l2_grid:
