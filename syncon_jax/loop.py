@@ -1,5 +1,5 @@
 """What every training loop shares (train.py and latent/train.py): the workdir's config.json,
-parameters initialised inside one jit, and the step timer behind the throughput log."""
+parameters initialised inside one jit, and the throughput part of the log lines."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ from collections.abc import Callable
 
 import jax
 from absl import logging
+
+from syncon_jax import throughput
 
 
 def write_config(workdir: str, config) -> None:
@@ -34,31 +36,69 @@ def init_in_jit(init: Callable, out_shardings=None):
     return jax.jit(init, out_shardings=out_shardings)()
 
 
-class StepTimer:
-  """Steps per second between log steps, counted from the end of the first step (which includes
-  compilation)."""
+class Throughput:
+  """The throughput half of every log line, the same for train.py and latent/train.py: images/s
+  (and views/s), achieved GFLOP/s and share of the peak (syncon_jax/throughput.py), elapsed and
+  ETA. Rates count from the end of the first step, which includes compilation.
 
-  def __init__(self, start_step: int):
+    tp = Throughput(start, total, images_per_step=b)
+    ... first step: tp.first_step_done(metrics, compiled_step, *args)
+    ... log step:   row.update(tp.row(done)); logging.info("... %s", tp.describe(row))
+  """
+
+  def __init__(
+    self,
+    start_step: int,
+    total_steps: int,
+    *,
+    images_per_step: int,
+    views_per_step: int | None = None,
+    peak_tflops_per_device: float | None = None,
+  ):
     self.t_start = self.t_last = time.time()
     self.step_last = start_step
+    self.total_steps = total_steps
+    self.images_per_step = images_per_step
+    self.views_per_step = views_per_step
+    self.peak_override = peak_tflops_per_device
+    self.flops = self.peak = None
+    self.eta = float("nan")
 
-  def first_step_done(self, step_metrics) -> None:
-    """Waits for the first step's results and logs how long it took."""
+  def first_step_done(self, step_metrics, step_fn, *args) -> None:
+    """Waits for the first step's results, logs how long it took, then the step's FLOPs (XLA's
+    cost analysis of step_fn, best a `Compiled`: a jitted function compiles again) and the peak.
+    """
     jax.block_until_ready(step_metrics)
     logging.info("First step (compilation included) took %.1fs.", time.time() - self.t_start)
+    self.flops = throughput.step_flops(step_fn, *args)
+    self.peak, source = throughput.peak_flops(jax.devices(), self.peak_override)
+    logging.info(
+      "Step: %s GFLOP (XLA cost analysis); peak %s (%s).",
+      "?" if self.flops is None else f"{self.flops / 1e9:.1f}",
+      "unknown" if self.peak is None else f"{self.peak / 1e9:.0f} GFLOP/s",
+      source,
+    )
+    self.t_last, self.step_last = time.time(), self.step_last + 1
 
-  def reset(self, done: int) -> None:
-    """The throughput counts from now, `done` steps completed."""
-    self.t_last, self.step_last = time.time(), done
-
-  def rate(self, done: int) -> float:
-    """Steps per second since the last call (0 before any step); call after fetching the step's
-    metrics, since dispatch is asynchronous and timing it would overstate the throughput."""
+  def row(self, done: int) -> dict[str, float]:
+    """The metrics row's throughput keys since the last call, `done` steps completed; call after
+    fetching the step's metrics (dispatch is asynchronous: timing it overstates the rate)."""
     now = time.time()
     rate = (done - self.step_last) / max(now - self.t_last, 1e-9) if done > self.step_last else 0.0
     self.t_last, self.step_last = now, done
-    return rate
+    self.eta = (self.total_steps - done) / max(rate, 1e-9)
+    row = {"images_per_sec": rate * self.images_per_step}
+    if self.views_per_step is not None:
+      row["views_per_sec"] = rate * self.views_per_step
+    row.update(throughput.utilisation(rate, self.flops, self.peak))
+    return row
 
-  @property
-  def elapsed(self) -> float:
-    return time.time() - self.t_start
+  def describe(self, row: dict) -> str:
+    """'284.3 img/s (1137.2 views/s, 1.9 GFLOP/s, 0.6% of peak)  elapsed 9s  ETA 0s'."""
+    inner = throughput.describe(row)
+    if "views_per_sec" in row:
+      inner = f"{row['views_per_sec']:.1f} views/s{inner}"
+    else:
+      inner = inner.removeprefix(", ")
+    rates = f"{row['images_per_sec']:.1f} img/s" + (f" ({inner})" if inner else "")
+    return f"{rates}  elapsed {time.time() - self.t_start:.0f}s  ETA {self.eta:.0f}s"

@@ -32,7 +32,6 @@ from syncon_jax import (
   metrics,
   models,
   objectives,
-  throughput,
   validate,
 )
 from syncon_jax.data import folders, sampler
@@ -419,19 +418,6 @@ def flatten_metrics(step_metrics: dict, class_names) -> dict[str, float]:
   return row
 
 
-def log_step_cost(step_fn, state, batch, config) -> tuple[float | None, float | None]:
-  """-> (FLOPs of one step, peak FLOP/s of the devices), each None when unknown; logs both."""
-  flops = throughput.step_flops(step_fn, state, batch)
-  peak = throughput.peak_flops(jax.devices(), config.get("peak_tflops_per_device"))
-  logging.info(
-    "Step: %s GFLOP (XLA cost analysis); peak %s (%s).",
-    "?" if flops is None else f"{flops / 1e9:.1f}",
-    "unknown" if peak[0] is None else f"{peak[0] / 1e9:.0f} GFLOP/s",
-    peak[1],
-  )
-  return flops, peak[0]
-
-
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
   """Trains config.total_steps steps, resuming from the latest checkpoint in workdir."""
   objective = objectives.get_objective(config.objective.name)
@@ -500,10 +486,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   writer = metrics.MetricWriter(workdir, start_step=int(jax.device_get(state.step)))
   start = int(jax.device_get(state.step))
   total = config.total_steps
-  views_per_step = config.batch_size * (1 + s) * config.objective.n_views
+  progress = loop.Throughput(
+    start,
+    total,
+    images_per_step=config.batch_size,
+    views_per_step=config.batch_size * (1 + s) * config.objective.n_views,
+    peak_tflops_per_device=config.get("peak_tflops_per_device"),
+  )
   prefetch = concurrent.futures.ThreadPoolExecutor(max_workers=1)
   try:
-    timer = loop.StepTimer(start)
 
     def host_batch(step):
       host = host_rows(step)
@@ -522,34 +513,24 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
       done = step + 1
       if step == start:
         # Throughput and ETA count from the end of the first step, which includes compilation.
-        timer.first_step_done(step_metrics)
-        flops, peak = log_step_cost(step_fn, state, batch, config)
-        timer.reset(done)
+        progress.first_step_done(step_metrics, step_fn, state, batch)
       if done % config.log_every_steps == 0 or done == total:
         # Fetch before reading the clock: dispatch is asynchronous, so the host can be many
         # steps ahead of the device, and timing the dispatch overstates the throughput.
         host_metrics = jax.device_get(step_metrics)
-        rate = timer.rate(done)
         row = flatten_metrics(host_metrics, class_names)
         row["learning_rate"] = float(schedule(step))
-        row["images_per_sec"] = rate * config.batch_size
-        row["views_per_sec"] = rate * views_per_step
-        row.update(throughput.utilisation(rate, flops, peak))
+        row.update(progress.row(done))
         row.update(summarize_objective(workdir, state, class_names, config))
         writer.write(done, row)
         ckpt.poll()  # a save that finished since the last log line is reported now
-        eta = (total - done) / max(rate, 1e-9)
         logging.info(
-          "step %d/%d  loss %.4f  lr %.4g  %.1f img/s (%.1f views/s%s)  elapsed %.0fs  ETA %.0fs",
+          "step %d/%d  loss %.4f  lr %.4g  %s",
           done,
           total,
           row["loss"],
           row["learning_rate"],
-          row["images_per_sec"],
-          row["views_per_sec"],
-          throughput.describe(row),
-          timer.elapsed,
-          eta,
+          progress.describe(row),
         )
         if not math.isfinite(row["loss"]):
           raise FloatingPointError(

@@ -127,7 +127,9 @@ def test_cli_writes_latents_in_train_split_order(tmp_path):
     f"--workdir={workdir}",
   )
   assert r.returncode == 0, r.stderr[-3000:]
-  assert "img/s" in r.stderr
+  # The trainer's throughput log (syncon_jax/loop.py Throughput), the same as the main trainer's.
+  for fragment in ("img/s", "GFLOP (XLA cost analysis)", "% of peak", "ETA"):
+    assert fragment in r.stderr, r.stderr[-3000:]
   config = latent_configs.get_config("runlocal")
   train, _, _ = data.load_real(config.data)
   with np.load(os.path.join(workdir, "latents.npz"), allow_pickle=False) as f:
@@ -142,7 +144,7 @@ def test_cli_writes_latents_in_train_split_order(tmp_path):
   with open(os.path.join(workdir, "metrics.jsonl")) as f:
     rows = [json.loads(line) for line in f]
   assert [row["step"] for row in rows] == [2, 4]
-  assert all(row["images_per_sec"] >= 0 for row in rows)
+  assert all(row["images_per_sec"] > 0 and row["gflops_per_sec"] > 0 for row in rows)
 
   bad = run_cli(
     "syncon_jax.latent.train", "--config=configs/latent.py:model=gan", f"--workdir={workdir}2"

@@ -1,5 +1,7 @@
 """syncon_jax/throughput.py: FLOPs from XLA's cost analysis against analytic counts; the peak."""
 
+import types
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -87,3 +89,28 @@ def test_peak_from_config_and_utilisation_row():
   assert row == pytest.approx({"gflops_per_sec": 20.0, "peak_share": 0.2})
   assert throughput.describe(row) == ", 20.0 GFLOP/s, 20.0% of peak"
   assert throughput.utilisation(4.0, None, 1e9) == {}
+
+
+def test_throughput_counts_from_the_end_of_the_first_step(monkeypatch):
+  """loop.Throughput, both trainers' log: rates since the first step (compilation excluded),
+  FLOPs from the compiled step's cost analysis, the configured peak, ETA from the last rate."""
+  from syncon_jax import loop
+
+  clock = iter([0.0, 10.0, 10.0, 12.0, 12.0])  # start, first step done (log, reset), log step
+  monkeypatch.setattr(loop, "time", types.SimpleNamespace(time=lambda: next(clock)))
+
+  class Compiled:  # what a jitted step's .lower().compile() is, to step_flops
+    def cost_analysis(self):
+      return {"flops": 2e9}
+
+  tp = loop.Throughput(
+    0, 11, images_per_step=16, views_per_step=64, peak_tflops_per_device=1.0 / len(jax.devices())
+  )
+  tp.first_step_done({}, Compiled(), jnp.zeros(3))
+  row = tp.row(5)  # steps 2..5 in the 2 s since the first step ended: 2 steps/s
+  assert row == pytest.approx(
+    {"images_per_sec": 32.0, "views_per_sec": 128.0, "gflops_per_sec": 4.0, "peak_share": 0.004}
+  )
+  assert (
+    tp.describe(row) == "32.0 img/s (128.0 views/s, 4.0 GFLOP/s, 0.4% of peak)  elapsed 12s  ETA 3s"
+  )

@@ -159,30 +159,32 @@ def train_and_write(config: ml_collections.ConfigDict, workdir: str) -> dict[str
   per_epoch = n // config.batch_size
   writer = metrics.MetricWriter(workdir)
   row: dict[str, float] = {}
-  timer = loop.StepTimer(0)
+  progress = loop.Throughput(
+    0,
+    config.total_steps,
+    images_per_step=config.batch_size,
+    peak_tflops_per_device=config.get("peak_tflops_per_device"),
+  )
   order = None
   try:
     for step in range(config.total_steps):
       if step % per_epoch == 0:
         order = rng.permutation(n)
       ids = np.sort(order[(step % per_epoch) * config.batch_size :][: config.batch_size])
-      params, opt_state, step_metrics = step_fn(
-        params, opt_state, np.asarray(train.images[ids]), ids, step
-      )
+      images = np.asarray(train.images[ids])
+      if step == 0:
+        # Compiled once, ahead of the call: the same `Compiled` gives the cost analysis.
+        step_fn = step_fn.lower(params, opt_state, images, ids, step).compile()
+      params, opt_state, step_metrics = step_fn(params, opt_state, images, ids, step)
       done = step + 1
       if step == 0:
-        timer.first_step_done(step_metrics)
-        timer.reset(done)
+        progress.first_step_done(step_metrics, step_fn, params)
       if done % config.log_every_steps == 0 or done == config.total_steps:
         row = {k: float(v) for k, v in jax.device_get(step_metrics).items()}
-        row["images_per_sec"] = timer.rate(done) * config.batch_size
+        row.update(progress.row(done))
         writer.write(done, row)
         logging.info(
-          "step %d/%d  loss %.4f  %.1f img/s",
-          done,
-          config.total_steps,
-          row["loss"],
-          row["images_per_sec"],
+          "step %d/%d  loss %.4f  %s", done, config.total_steps, row["loss"], progress.describe(row)
         )
   finally:
     writer.close()
