@@ -1,5 +1,6 @@
 """What every training loop shares (train.py and latent/train.py): the workdir's config.json,
-parameters initialised inside one jit, and the throughput part of the log lines."""
+parameters initialised inside one jit, the step compiled once, and the throughput part of the log
+lines."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import time
 from collections.abc import Callable
 
 import jax
+import orbax.checkpoint as ocp
 from absl import logging
 
 from syncon_jax import throughput
@@ -36,6 +38,32 @@ def init_in_jit(init: Callable, out_shardings=None):
     return jax.jit(init, out_shardings=out_shardings)()
 
 
+# How long a host that compiled the step waits for the slowest one (a large model on a busy
+# host compiles for minutes).
+COMPILE_BARRIER_TIMEOUT_S = 3600
+
+
+def compile_step(step_fn, *args):
+  """step_fn (jitted) compiled once for these arguments, ahead of its first call: the `Compiled`
+  is what the loop then calls, and it also gives the cost analysis (compiling again for it, after
+  a first call, compiled the whole step a second time). In a multi-process run, then waits until
+  every process has compiled.
+
+  Hosts finish compiling at different times (only process 0's key matches the persistent
+  compilation cache, for one), and CPU collectives (gloo) give the processes of a collective
+  30 s to meet; this barrier uses the distributed runtime's key-value store instead, which waits
+  as long as COMPILE_BARRIER_TIMEOUT_S.
+  """
+  compiled = step_fn.lower(*args).compile()
+  if jax.process_count() > 1:
+    ocp.multihost.sync_global_processes(
+      "train_step_compiled",
+      timeout=COMPILE_BARRIER_TIMEOUT_S,
+      processes=set(range(jax.process_count())),
+    )
+  return compiled
+
+
 class Throughput:
   """The throughput half of every log line, the same for train.py and latent/train.py: images/s
   (and views/s), achieved GFLOP/s and share of the peak (syncon_jax/throughput.py), elapsed and
@@ -62,7 +90,6 @@ class Throughput:
     self.views_per_step = views_per_step
     self.peak_override = peak_tflops_per_device
     self.flops = self.peak = None
-    self.eta = float("nan")
 
   def first_step_done(self, step_metrics, step_fn, *args) -> None:
     """Waits for the first step's results, logs how long it took, then the step's FLOPs (XLA's
@@ -82,11 +109,11 @@ class Throughput:
 
   def row(self, done: int) -> dict[str, float]:
     """The metrics row's throughput keys since the last call, `done` steps completed; call after
-    fetching the step's metrics (dispatch is asynchronous: timing it overstates the rate)."""
+    fetching the step's metrics (dispatch is asynchronous: timing it overstates the rate), and
+    before `describe`."""
     now = time.time()
     rate = (done - self.step_last) / max(now - self.t_last, 1e-9) if done > self.step_last else 0.0
     self.t_last, self.step_last = now, done
-    self.eta = (self.total_steps - done) / max(rate, 1e-9)
     row = {"images_per_sec": rate * self.images_per_step}
     if self.views_per_step is not None:
       row["views_per_sec"] = rate * self.views_per_step
@@ -101,4 +128,8 @@ class Throughput:
     else:
       inner = inner.removeprefix(", ")
     rates = f"{row['images_per_sec']:.1f} img/s" + (f" ({inner})" if inner else "")
-    return f"{rates}  elapsed {time.time() - self.t_start:.0f}s  ETA {self.eta:.0f}s"
+    # ETA from the rate of this row, for the steps after the last one it counted; none yet when
+    # the row counted no step (a log right after the first step).
+    rate = row["images_per_sec"] / self.images_per_step
+    eta = f"{(self.total_steps - self.step_last) / rate:.0f}s" if rate > 0 else "?"
+    return f"{rates}  elapsed {time.time() - self.t_start:.0f}s  ETA {eta}"

@@ -18,7 +18,6 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-import orbax.checkpoint as ocp
 from absl import logging
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding
@@ -336,30 +335,6 @@ def global_batch(host: dict, sharding: NamedSharding) -> dict:
   return {k: jax.tree.map(to_global, v) for k, v in host.items() if k not in sampler.HOST_KEYS}
 
 
-# How long a host that compiled the step waits for the slowest one (a large model on a busy
-# host compiles for minutes).
-COMPILE_BARRIER_TIMEOUT_S = 3600
-
-
-def compile_step(step_fn, state: TrainState, batch: dict[str, jax.Array], *args):
-  """Compiles step_fn for these arguments once (the `Compiled` also gives the cost analysis,
-  so nothing compiles twice); in a multi-process run, then waits until every process has.
-
-  Hosts finish compiling at different times (only process 0's key matches the persistent
-  compilation cache, for one), and CPU collectives (gloo) give the processes of a collective
-  30 s to meet; this barrier uses the distributed runtime's key-value store instead, which waits
-  as long as COMPILE_BARRIER_TIMEOUT_S.
-  """
-  compiled = step_fn.lower(state, batch, *args).compile()
-  if jax.process_count() > 1:
-    ocp.multihost.sync_global_processes(
-      "train_step_compiled",
-      timeout=COMPILE_BARRIER_TIMEOUT_S,
-      processes=set(range(jax.process_count())),
-    )
-  return compiled
-
-
 # ----------------------------------------------------------------------------------------------
 # The loop.
 
@@ -508,7 +483,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
         next_host = prefetch.submit(host_batch, step + 1)
       batch = global_batch(host, batch_sharding)
       if step == start:
-        step_fn = compile_step(step_fn, state, batch, seed)
+        step_fn = loop.compile_step(step_fn, state, batch, seed)
       state, step_metrics = step_fn(state, batch, seed)
       done = step + 1
       if step == start:

@@ -96,7 +96,8 @@ def test_throughput_counts_from_the_end_of_the_first_step(monkeypatch):
   FLOPs from the compiled step's cost analysis, the configured peak, ETA from the last rate."""
   from syncon_jax import loop
 
-  clock = iter([0.0, 10.0, 10.0, 12.0, 12.0])  # start, first step done (log, reset), log step
+  # start, first step done (log, reset), a log step (row, describe), the same step logged again
+  clock = iter([0.0, 10.0, 10.0, 12.0, 12.0, 13.0, 13.0])
   monkeypatch.setattr(loop, "time", types.SimpleNamespace(time=lambda: next(clock)))
 
   class Compiled:  # what a jitted step's .lower().compile() is, to step_flops
@@ -113,4 +114,9 @@ def test_throughput_counts_from_the_end_of_the_first_step(monkeypatch):
   )
   assert (
     tp.describe(row) == "32.0 img/s (128.0 views/s, 4.0 GFLOP/s, 0.4% of peak)  elapsed 12s  ETA 3s"
+  )
+  # A row that counted no step has no rate, and no ETA to claim.
+  assert (
+    tp.describe(tp.row(5))
+    == "0.0 img/s (0.0 views/s, 0.0 GFLOP/s, 0.0% of peak)  elapsed 13s  ETA ?"
   )

@@ -173,8 +173,7 @@ def train_and_write(config: ml_collections.ConfigDict, workdir: str) -> dict[str
       ids = np.sort(order[(step % per_epoch) * config.batch_size :][: config.batch_size])
       images = np.asarray(train.images[ids])
       if step == 0:
-        # Compiled once, ahead of the call: the same `Compiled` gives the cost analysis.
-        step_fn = step_fn.lower(params, opt_state, images, ids, step).compile()
+        step_fn = loop.compile_step(step_fn, params, opt_state, images, ids, step)
       params, opt_state, step_metrics = step_fn(params, opt_state, images, ids, step)
       done = step + 1
       if step == 0:
