@@ -41,9 +41,9 @@ demo: $(VENV)/.installed
 #
 # Then the few-shot experiment (README "Few-shot: does SynCon pay?"): 2 real images per class,
 # supcon, supcon_syn (clean, corrupted, oracle), the weighting schemes and the utility runs (one
-# per class without its synthetic folder) over 5 seeds; report in $(EXPERIMENT_DIR)_fewshot/report.
-# About 100 runs: some 3 hours of the 2-core machine (measured 2026-12-02: ~5 min a run with four
-# in parallel under load, a meta run ~16 min).
+# per class without its synthetic folder) over 10 seeds; report in $(EXPERIMENT_DIR)_fewshot/report.
+# 190 runs of about 25 s each on the 2-core machine (a meta run about 45 s): some 85 minutes
+# (measured 2026-12-02, two experiment processes sharing the machine at ~35 s a run each).
 experiment: $(VENV)/.installed
 	$(PY) -m syncon_jax.tools.experiment --config=$(CONFIG) --workdir=$(EXPERIMENT_DIR)
 	JAX_COMPILATION_CACHE_DIR=$(EXPERIMENT_DIR)_fewshot/jax_cache \

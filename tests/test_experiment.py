@@ -1,7 +1,9 @@
 """tools/experiment: the AUC of clean over corrupted classes, method names, the report."""
 
+import copy
 import json
 import os
+import re
 
 import numpy as np
 import pytest
@@ -229,9 +231,17 @@ def test_fewshot_summary_utility_paired_and_rho(tmp_path):
   assert paired["pool"]["mean"] == pytest.approx(0.06) and paired["pool"]["half"] < 1e-9
   assert paired["test"]["mean"] == pytest.approx(0.06)
   md = experiment_report.markdown(summary)
-  assert "| 6 | swap | -3.0 ± 0.0 | harmful |" in md
+  assert f"| 6 | {config.experiment.corruption} | -3.0 ± 0.0 | harmful |" in md
   assert "@without-" not in md
   assert "| syncon-fixed | 80.0 ± " in md
+  # Every table keeps one column count, also with no paired references (a lone method).
+  lone = copy.deepcopy(summary)
+  for e in lone["methods"].values():
+    e.pop("paired", None)
+  for text in (md, "\n".join(experiment_report.markdown_fewshot(lone))):
+    for block in re.split(r"\n(?!\|)", text):
+      rows = [r for r in block.split("\n") if r.startswith("|")]
+      assert len({r.count("|") for r in rows}) <= 1, rows
 
 
 def test_finished_runs_are_keyed_by_their_settings(tmp_path, monkeypatch):
@@ -261,7 +271,7 @@ def test_finished_runs_are_keyed_by_their_settings(tmp_path, monkeypatch):
   assert len(calls) == 1  # the same settings: read back
   config.experiment.corrupt_classes = ("2",)
   experiment.run_one(experiment_plan.method_config(make, config, "syncon-fixed", 0, "/s"), workdir)
-  assert calls == [("3", "8", "1", "6"), ("2",)]  # new labels: trained again
+  assert calls == [digits.FEWSHOT_CORRUPT, ("2",)]  # new labels: trained again
   config.experiment.seeds = (7, 8)  # the experiment section is not a run setting
   experiment.run_one(experiment_plan.method_config(make, config, "syncon-fixed", 0, "/s"), workdir)
   assert len(calls) == 2
@@ -289,3 +299,10 @@ def test_keys_added_by_later_code_do_not_retrain():
   assert experiment_plan._same_settings(old, new)
   new["objective"]["temperature"] = 0.2
   assert not experiment_plan._same_settings(old, new)
+
+
+def test_progress_gives_elapsed_and_an_eta_from_the_runs_done():
+  assert experiment.progress(30.0, 0, 10) == "elapsed 0.5 min, ETA ?"
+  # 3 runs in 6 min: 2 min a run, 7 runs left.
+  assert experiment.progress(360.0, 3, 10) == "elapsed 6.0 min, ETA 14.0 min"
+  assert experiment.progress(600.0, 10, 10) == "elapsed 10.0 min, ETA 0.0 min"

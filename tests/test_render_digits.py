@@ -143,6 +143,29 @@ def test_noise_class_is_unstructured(corrupted, clean, real_means):
     )
 
 
+def test_collapsed_folders_hold_the_lowest_uncorrupted_digit(tmp_path, clean, real_means):
+  corrupt = "0,1,2,3,4"  # -> all 5s, a digit the renderer draws recognisably
+  records = _render(
+    tmp_path / "collapse", per_class=10, corrupt_classes=corrupt, corruption="collapse"
+  )
+  assert render_digits.collapse_target([0, 1, 2, 3, 4]) == 5
+  assert render_digits.collapse_target([0, 1, 3]) == 2
+  syn = data.load_synthetic(str(tmp_path / "collapse"), NAMES, image_size=SIZE)
+  pred, _ = _nearest_mean(syn.images, real_means)
+  for c in range(5):
+    assert {(r["corrupted"], r["rendered"]) for r in records if r["class"] == str(c)} == {
+      ("collapse", "5")
+    }
+    assert (pred[syn.labels == c] == 5).mean() >= 0.5 and (pred[syn.labels == c] == c).mean() <= 0.1
+  # The target's own folder and the others are the clean render's.
+  for c in range(5, 10):
+    np.testing.assert_array_equal(
+      syn.images[syn.labels == c], clean[2].images[clean[2].labels == c][:10]
+    )
+  with pytest.raises(ConfigError, match="collapse"):
+    render_digits.collapse_target(range(10))
+
+
 def test_corruption_split_of_both():
   assert render_digits.CORRUPTIONS["both"]([3, 8, 6]) == {3: "swap", 8: "swap", 6: "noise"}
   assert render_digits.CORRUPTIONS["both"]([1, 2]) == {1: "swap", 2: "noise"}

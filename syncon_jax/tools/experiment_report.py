@@ -224,9 +224,13 @@ def markdown_fewshot(summary: dict) -> list[str]:
     f"Few-shot regime: probe top-1 in points, mean ± 95% t-interval over {n} seeds; test = the "
     "test split, pool = the validation pool; Δ = paired per-seed difference (test, then pool).",
     "",
-    "| method | test top-1 | pool top-1 | "
-    + " | ".join(f"Δ vs {r} (test / pool)" for r in refs)
-    + " | AUC nominal | ρ(w, U) |",
+    "| "
+    + " | ".join(
+      ["method", "test top-1", "pool top-1"]
+      + [f"Δ vs {r} (test / pool)" for r in refs]
+      + ["AUC nominal", "ρ(w, U)"]
+    )
+    + " |",
     "|---|---|---|" + "---|" * len(refs) + "---|---|",
   ]
   for method, e in methods.items():

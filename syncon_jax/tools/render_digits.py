@@ -20,11 +20,13 @@ text-to-image model was asked for the class and delivered something else):
   swap   the folder of class c holds renders of digit (c + 5) % 10 (SWAP_OFFSET);
   noise  the folder holds unstructured images: random 32x32 bitmaps, each with its own ink
          density, through the same block-count and upsampling pipeline;
-  both   the listed classes in the given order, the first ceil(n/2) swapped, the rest noise.
+  both   the listed classes in the given order, the first ceil(n/2) swapped, the rest noise;
+  collapse  every listed folder holds renders of one digit, the lowest class not listed (whose
+         own folder stays clean): a generator that draws one wrong class for many prompts.
 
 Output: <out>/<class>/<nnnnn>.png and <out>/metadata.jsonl with one line per image:
 {"file", "class", "prompt", "prompt_id", "seed", "index", "corrupted", "rendered"}, where
-"corrupted" is false, "swap" or "noise" and "rendered" the digit actually drawn (or "noise").
+"corrupted" is false or the corruption's kind and "rendered" the digit actually drawn (or "noise").
 An existing <out> is replaced only if it holds nothing but a previous render.
 """
 
@@ -77,11 +79,24 @@ def _both(classes: Sequence[int]) -> dict[int, str]:
   return {**_swap(classes[:n_swap]), **_noise(classes[n_swap:])}
 
 
-# corruption name -> classes -> {class: "swap" | "noise"}
+def _collapse(classes: Sequence[int]) -> dict[int, str]:
+  return dict.fromkeys(classes, "collapse")
+
+
+def collapse_target(classes: Sequence[int]) -> int:
+  """The digit every 'collapse' folder holds: the lowest class not corrupted."""
+  free = [c for c in range(len(CLASS_NAMES)) if c not in set(classes)]
+  if not free:
+    raise ConfigError("corruption 'collapse' needs at least one class left uncorrupted")
+  return free[0]
+
+
+# corruption name -> classes -> {class: "swap" | "noise" | "collapse"}
 CORRUPTIONS: dict[str, Callable[[Sequence[int]], dict[int, str]]] = {
   "swap": _swap,
   "noise": _noise,
   "both": _both,
+  "collapse": _collapse,
 }
 
 
@@ -254,7 +269,9 @@ def render_dataset(
       raise ConfigError(f"{name} must be a positive integer, got {value!r}")
   if int(seed) < 0:
     raise ConfigError(f"seed must be >= 0, got {seed!r}")
-  corrupted = CORRUPTIONS[corruption](_parse_classes(corrupt_classes))
+  classes = _parse_classes(corrupt_classes)
+  corrupted = CORRUPTIONS[corruption](classes)
+  target = collapse_target(classes) if corruption == "collapse" else None
   _check_replaceable(out_dir)
 
   styles = {
@@ -264,7 +281,12 @@ def render_dataset(
   grids = []
   for c in range(len(CLASS_NAMES)):
     kind = corrupted.get(c)
-    drawn = {None: c, "swap": (c + SWAP_OFFSET) % len(CLASS_NAMES), "noise": None}[kind]
+    drawn = {
+      None: c,
+      "swap": (c + SWAP_OFFSET) % len(CLASS_NAMES),
+      "noise": None,
+      "collapse": target,
+    }[kind]
     for k in range(per_class):
       p = k % prompts_per_class
       # The style follows the drawn digit, so a swapped folder looks like that digit's renders.
