@@ -13,6 +13,7 @@ import orbax.checkpoint as ocp
 from absl import logging
 
 from syncon_jax import throughput
+from syncon_jax.progress import duration, eta
 
 
 def write_config(workdir: str, config) -> None:
@@ -131,5 +132,5 @@ class Throughput:
     # ETA from the rate of this row, for the steps after the last one it counted; none yet when
     # the row counted no step (a log right after the first step).
     rate = row["images_per_sec"] / self.images_per_step
-    eta = f"{(self.total_steps - self.step_last) / rate:.0f}s" if rate > 0 else "?"
-    return f"{rates}  elapsed {time.time() - self.t_start:.0f}s  ETA {eta}"
+    left = eta(self.total_steps - self.step_last, rate)
+    return f"{rates}  elapsed {duration(time.time() - self.t_start)}  ETA {left}"

@@ -301,8 +301,19 @@ def test_keys_added_by_later_code_do_not_retrain():
   assert not experiment_plan._same_settings(old, new)
 
 
-def test_progress_gives_elapsed_and_an_eta_from_the_runs_done():
-  assert experiment.progress(30.0, 0, 10) == "elapsed 0.5 min, ETA ?"
+def test_progress_formats_given_durations_with_the_trainers_eta():
+  """Pure formatting of durations passed in (no clock is read): the experiment's progress, the
+  trainers' log and the generation tool share syncon_jax.progress."""
+  from syncon_jax import progress
+
+  assert experiment.run_progress(30.0, 0, 10) == "elapsed 30s, ETA ?"
   # 3 runs in 6 min: 2 min a run, 7 runs left.
-  assert experiment.progress(360.0, 3, 10) == "elapsed 6.0 min, ETA 14.0 min"
-  assert experiment.progress(600.0, 10, 10) == "elapsed 10.0 min, ETA 0.0 min"
+  assert experiment.run_progress(360.0, 3, 10) == "elapsed 6.0 min, ETA 14.0 min"
+  assert experiment.run_progress(600.0, 10, 10) == "elapsed 10.0 min, ETA 0s"
+  assert [progress.duration(s) for s in (99.0, 100.0, 5999.0, 9000.0)] == [
+    "99s",
+    "1.7 min",
+    "100.0 min",
+    "2.5 h",
+  ]
+  assert (progress.eta(6, 2.0), progress.eta(6, 0.0)) == ("3s", "?")

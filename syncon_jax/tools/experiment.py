@@ -42,7 +42,7 @@ from collections.abc import Callable, Sequence
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from syncon_jax import linear_eval, metrics, train
+from syncon_jax import linear_eval, metrics, progress, train
 from syncon_jax.data import folders
 from syncon_jax.errors import ConfigError, exit_on_user_error
 from syncon_jax.tools import render_digits
@@ -168,16 +168,11 @@ def dry_run(config, root: str, make: Callable) -> str:
   return "\n".join(lines)
 
 
-def _minutes(seconds: float) -> str:
-  return f"{seconds / 60:.1f} min"
-
-
-def progress(elapsed: float, done: int, total: int) -> str:
+def run_progress(elapsed: float, done: int, total: int) -> str:
   """'elapsed 3.0 min, ETA 12.0 min' from the mean time of the runs done so far (finished runs
   read back count too, so a resumed experiment's first ETAs are low); no ETA before the first."""
-  if done == 0:
-    return f"elapsed {_minutes(elapsed)}, ETA ?"
-  return f"elapsed {_minutes(elapsed)}, ETA {_minutes(elapsed / done * (total - done))}"
+  rate = done / elapsed if elapsed > 0 else 0.0
+  return f"elapsed {progress.duration(elapsed)}, ETA {progress.eta(total - done, rate)}"
 
 
 def run_experiment(config, root: str, make: Callable | None = None) -> dict:
@@ -201,14 +196,14 @@ def run_experiment(config, root: str, make: Callable | None = None) -> dict:
       len(runs),
       method,
       seed,
-      progress(time.monotonic() - start, i, len(runs)),
+      run_progress(time.monotonic() - start, i, len(runs)),
     )
     result = run_one(
       method_config(make, config, method, seed, synthetic_dir),
       os.path.join(root, "runs", method, f"seed{seed}"),
     )
     logging.info("%s seed %d: probe top-1 %.4f.", method, seed, result["top1"])
-  logging.info("Experiment: %d runs in %s.", len(runs), _minutes(time.monotonic() - start))
+  logging.info("Experiment: %d runs in %s.", len(runs), progress.duration(time.monotonic() - start))
   report = os.path.join(root, "report")
   os.makedirs(report, exist_ok=True)
   summary = summarise(config, root)

@@ -85,7 +85,8 @@ def _collapse(classes: Sequence[int]) -> dict[int, str]:
 
 def collapse_target(classes: Sequence[int]) -> int:
   """The digit every 'collapse' folder holds: the lowest class not corrupted."""
-  free = [c for c in range(len(CLASS_NAMES)) if c not in set(classes)]
+  listed = set(classes)
+  free = [c for c in range(len(CLASS_NAMES)) if c not in listed]
   if not free:
     raise ConfigError("corruption 'collapse' needs at least one class left uncorrupted")
   return free[0]
@@ -97,6 +98,13 @@ CORRUPTIONS: dict[str, Callable[[Sequence[int]], dict[int, str]]] = {
   "noise": _noise,
   "both": _both,
   "collapse": _collapse,
+}
+
+# corrupted folder's kind -> (its class, every corrupted class) -> the digit drawn (None: noise)
+DRAWN: dict[str, Callable[[int, Sequence[int]], int | None]] = {
+  "swap": lambda c, listed: (c + SWAP_OFFSET) % len(CLASS_NAMES),
+  "noise": lambda c, listed: None,
+  "collapse": lambda c, listed: collapse_target(listed),
 }
 
 
@@ -271,7 +279,6 @@ def render_dataset(
     raise ConfigError(f"seed must be >= 0, got {seed!r}")
   classes = _parse_classes(corrupt_classes)
   corrupted = CORRUPTIONS[corruption](classes)
-  target = collapse_target(classes) if corruption == "collapse" else None
   _check_replaceable(out_dir)
 
   styles = {
@@ -281,12 +288,7 @@ def render_dataset(
   grids = []
   for c in range(len(CLASS_NAMES)):
     kind = corrupted.get(c)
-    drawn = {
-      None: c,
-      "swap": (c + SWAP_OFFSET) % len(CLASS_NAMES),
-      "noise": None,
-      "collapse": target,
-    }[kind]
+    drawn = c if kind is None else DRAWN[kind](c, classes)
     for k in range(per_class):
       p = k % prompts_per_class
       # The style follows the drawn digit, so a swapped folder looks like that digit's renders.

@@ -18,10 +18,10 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import numpy as np
 from absl import logging
 from PIL import Image
 
+from syncon_jax import progress
 from syncon_jax.errors import ConfigError, DataError
 from syncon_jax.tools.generate import backends, classes, prompts, writer
 from syncon_jax.tools.generate.prompts import Task
@@ -138,13 +138,6 @@ def _groups(plan: Sequence[Task], batch_size: int) -> list[list[Task]]:
   return [list(g) for _, g in itertools.groupby(plan, key=key)]
 
 
-def _format_seconds(seconds: float) -> str:
-  seconds = int(round(seconds))
-  h, rest = divmod(seconds, 3600)
-  m, s = divmod(rest, 60)
-  return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
-
-
 class _Progress:
   """Logs done/total, images/s over the images made in this run, and the ETA."""
 
@@ -162,14 +155,13 @@ class _Progress:
       return
     self.last = now
     rate = self.made / max(now - self.start, 1e-9)
-    eta = (self.total - self.done) / rate if rate > 0 else float("nan")
     logging.info(
       "%d/%d images (%d were there), %.3f images/s, ETA %s",
       self.done,
       self.total,
       self.skipped,
       rate,
-      _format_seconds(eta) if np.isfinite(eta) else "?",
+      progress.eta(self.total - self.done, rate),
     )
 
 
