@@ -67,7 +67,7 @@ def main() -> None:
     if args.synthetic_per_real:
       c.data.synthetic_per_real = args.synthetic_per_real
     for k, v in overrides.items():
-      c.objective[k] = v
+      c.objective.syncon[k] = v
     return c
 
   base = config_for(names[0])

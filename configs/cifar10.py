@@ -48,5 +48,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     std=CIFAR10_STD,
   )
   if not c.runlocal:
-    c.objective.queue_size = 4096  # MoCo's K on CIFAR (the MoCo authors' CIFAR demo)
+    common.set_block_keys(c, queue_size=4096)  # MoCo's K on CIFAR (the MoCo authors' CIFAR demo)
   return c

@@ -5,24 +5,23 @@ Each configs/<dataset>.py calls `paper_config(...)` with the facts of its data s
 its own data keys. Commands are run from the repository root (configs/ is imported from there).
 """
 
-import copy
 import math
 
 import ml_collections
 from ml_collections import config_dict
 
+from syncon_jax import objectives
 from syncon_jax.errors import ConfigError
 
 __all__ = [
   "AUGMENT_OPS",
-  "BYOL_AUGMENT",
   "IMAGENET_MEAN",
   "IMAGENET_STD",
-  "momentum_config",
   "objective_config",
   "paper_config",
   "optional",
   "parse_arg",
+  "set_block_keys",
   "vit_config",
 ]
 
@@ -50,62 +49,35 @@ def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
   return out
 
 
-def objective_config(arg: ml_collections.ConfigDict, *, block_size: int | None, total_steps):
-  """The objective section every config shares; `arg` is the parsed variant string.
+def objective_config(
+  c: ml_collections.ConfigDict, arg: ml_collections.ConfigDict, *, block_size: int | None
+) -> None:
+  """Sets c.objective: the keys every objective shares, then arg.objective's own block from its
+  module (objectives.configure); `arg` is the parsed variant string. Call it after c.model and
+  c.augment exist: an objective's block may set keys there (BYOL's predictor and views).
 
   block_size: None builds the [views, views] similarity matrix; an int streams it in blocks of
   that many rows (memory linear in the global batch, see benchmarks/README.md).
-  total_steps: a reference to the run's length (`c.get_ref("total_steps")`): the auto scheme's
-  probation is a third of it and follows a --config.total_steps override.
   """
-  o = ml_collections.ConfigDict()
-  o.name = arg.objective
-  o.n_views = 2
-  o.temperature = 0.1
-  o.base_temperature = 0.1
-  o.block_size = config_dict.placeholder(int) if block_size is None else block_size
-  # SynCon's synthetic weights (syncon_jax/weighting.py).
-  o.weighting = arg.weighting
-  o.synthetic_weight = 0.5  # 'fixed': the weight; 'learned', 'hypernet': the initial weight
-  # Where synthetic rows sit in SynCon's denominators (losses.SYNTHETIC_DENOMINATORS): 'all' is
-  # the proposal's literal form; 'weighted' scales row u by its weight there too, so w = 0
-  # equals removing the class's synthetic images (README "Few-shot: does SynCon pay?").
-  o.synthetic_denominator = "all"
-  # lambda sets the level the weights settle at (w_c ~ lambda / dL/dw_c, about 2 lambda here).
-  o.weight_lambda = 0.25  # 'learned', 'hypernet': lambda of the -lambda * sum log w term
-  o.weight_learning_rate = 0.5  # 'learned', 'hypernet': SGD step on the weights' parameters
-  o.hypernet_hidden = 16
-  o.hypernet_seed = 0
-  o.stats_decay = 0.95  # per-class running statistics of the embeddings
-  o.agreement_temperature = 0.1  # the 'soft' agreement score's softmax temperature
-  o.spread_k = 2.0  # 'within': at most k real standard deviations below the real mean cosine
-  o.probation_steps = total_steps // 3  # 'auto': real-only steps that measure agreement
-  o.auto_score = "nearest"  # 'auto': which agreement score becomes the weight
-  o.probation_ssl_weight = 1.0  # 'auto': SimCLR on synthetic images during probation
-  # 'meta', 'meta_hypernet' (syncon_jax/meta_weighting.py): the meta-gradient of SupCon on the
-  # real images under fresh views, through meta_unroll SGD steps of size meta_inner_lr on SynCon.
-  o.meta_every = 1  # a meta-gradient every n steps (n > 1: a lax.cond, slow on XLA:CPU)
-  o.meta_inner_lr = 0.1  # the lookahead's SGD step
-  o.meta_unroll = 1  # lookahead steps (each adds a forward and backward pass and its second order)
-  o.meta_learning_rate = 0.02  # 'meta': w moves by this times the centred, normalised gradient
-  o.meta_hypernet_learning_rate = 0.5  # 'meta_hypernet': the MLP's step on the pulled-back one
-  o.meta_params = "online"  # lookahead from the current parameters, or 'ema': from their EMA
-  o.meta_ema_decay = 0.99  # meta_params='ema'
-  # triplet (syncon_jax/objectives/triplet.py). Batch-hard: Hermans et al. 2017's mining, which
-  # needs O(rows^2) memory (batch_all's O(rows^3) does not fit paper batches).
-  o.triplet_mining = "batch_hard"  # batch_hard | batch_all | plain
-  o.triplet_margin = 0.2  # FaceNet's margin for unit-norm embeddings (z is L2-normalised)
-  o.triplet_metric = "euclidean"  # plain distance: Hermans et al. found squared less stable
-  o.triplet_average = "positive"  # batch_all: mean over the triplets with a nonzero hinge
-  # supervised, supervised_syn (syncon_jax/objectives/supervised.py): the linear classifier on
-  # the encoder's features is trained by plain SGD in the objective's update.
-  # ResNet's rate (He et al. 2016, there with momentum 0.9). Untuned: plain SGD on CE is stable
-  # below about 2 * num_classes / |mean feature|^2, which a wide encoder's features may break.
-  o.supervised_learning_rate = 0.1
-  o.supervised_label_smoothing = 0.0  # the plain cross-entropy baseline
-  # rotation (syncon_jax/objectives/rotation.py): SGD rate of its 4-way linear classifier.
-  o.rotation_learning_rate = 0.1
-  return o
+  c.objective = ml_collections.ConfigDict()
+  c.objective.name = arg.objective
+  c.objective.n_views = 2
+  c.objective.temperature = 0.1
+  c.objective.base_temperature = 0.1
+  c.objective.block_size = config_dict.placeholder(int) if block_size is None else block_size
+  objectives.configure(c, arg.objective)
+  # The variant's weighting=, for the objectives that have one (SynCon).
+  set_block_keys(c, weighting=arg.weighting)
+
+
+def set_block_keys(c: ml_collections.ConfigDict, **values) -> None:
+  """Sets each key that the chosen objective's block has (a data set's fact such as the queue
+  size, a variant's value) and leaves the others: a config states its facts once for whichever
+  objective it is built for."""
+  block = c.objective.get(c.objective.name)
+  for key, value in values.items():
+    if block is not None and key in block:
+      block[key] = value
 
 
 def vit_config(c: ml_collections.ConfigDict, *, variant: str) -> None:
@@ -119,57 +91,11 @@ def vit_config(c: ml_collections.ConfigDict, *, variant: str) -> None:
   c.model.image_size = c.data.get_ref("image_size")  # the learned posemb's grid follows the data
 
 
-BYOL_OBJECTIVES = ("byol", "byol_nn")
+# BYOL's projector, 4096 -> 256 (Grill et al. 2020); the other objectives keep SupCon's.
+PAPER_PROJECTORS = {"byol": (4096, 256), "byol_nn": (4096, 256)}
 
 # The augmentation pipeline, in order (names from syncon_jax.augment.OPS).
 AUGMENT_OPS = ("crop", "flip", "color_jitter", "grayscale", "blur", "solarize")
-
-# BYOL's augmentations (Grill et al. 2020, appendix B; DeepMind's byol/utils/augmentations.py):
-# the colour jitter with saturation 0.2, and two asymmetric views: always blurred and never
-# solarised, or blurred one time in ten and solarised one in five. The crop, the flip and the blur
-# sigma stay the data set's (BYOL's are ImageNet's).
-BYOL_AUGMENT = dict(
-  jitter_prob=0.8,
-  brightness=0.4,
-  contrast=0.4,
-  saturation=0.2,
-  hue=0.1,
-  grayscale_prob=0.2,
-  solarize_threshold=0.5,
-  views=({"blur_prob": 1.0, "solarize_prob": 0.0}, {"blur_prob": 0.1, "solarize_prob": 0.2}),
-)
-
-
-def momentum_config(
-  c: ml_collections.ConfigDict, *, queue_size: int, predictor_hidden_dim: int
-) -> None:
-  """Adds the keys of moco, byol and byol_nn (objectives/moco.py, byol.py) to a finished config,
-  and BYOL_AUGMENT to config.augment for byol and byol_nn.
-
-  queue_size: MoCo's K keys, and byol_nn's embedding queue (NNCLR's support set).
-  predictor_hidden_dim: the width of BYOL's predictor MLP, set on model.predictor_hidden_dim when
-  the objective is byol or byol_nn (0, no predictor, otherwise).
-  """
-  o = c.objective
-  o.total_steps = c.get_ref("total_steps")  # BYOL's tau schedule; follows c.total_steps
-  o.queue_size = queue_size
-  o.queue_seed = 0  # MoCo's queue starts as random unit rows from this seed
-  o.moco_momentum = 0.999  # MoCo v2's m
-  o.moco_symmetric = True  # both views as queries (MoCo's CIFAR demo); False: MoCo v2 as published
-  o.byol_tau_base = 0.996  # BYOL's tau at step 0, cosine to 1 at total_steps
-  o.neighbor_source = "queue"  # byol_nn: 'queue' (NNCLR: own embeddings) | 'table' (a file)
-  # byol_nn 'table': tools/nearest_neighbors' npz for the real train split.
-  o.neighbors_file = optional(str)
-  o.neighbor_k = 1  # 'table': use the k nearest, one drawn uniformly per image and step
-  o.nn_approach = "probabilistic"  # byol_nn: 'probabilistic' | 'weighted' (the seed's two)
-  o.nn_prob = 0.5  # 'probabilistic': chance that a target is the neighbour's
-  o.pos_weight = 0.5  # 'weighted': weight of the image's own view in the target
-  if o.name == "moco":
-    o.temperature = 0.2  # MoCo v2
-  c.model.predictor_hidden_dim = predictor_hidden_dim if o.name in BYOL_OBJECTIVES else 0
-  if o.name in BYOL_OBJECTIVES:
-    # A copy: --config.augment.views[1].KEY=... edits the view's dict in place.
-    c.augment.update(copy.deepcopy(BYOL_AUGMENT))
 
 
 def paper_config(
@@ -239,14 +165,15 @@ def paper_config(
   c.model.name = "resnet50"
   c.model.stem = stem
   c.model.width = 64
-  c.model.proj_hidden_dim = 2048
-  c.model.proj_dim = 128
+  # The projector of the objective's paper at ResNet-50 scale (SupCon's for the others).
+  c.model.proj_hidden_dim, c.model.proj_dim = PAPER_PROJECTORS.get(arg.objective, (2048, 128))
+  c.model.predictor_hidden_dim = 0  # BYOL's predictor MLP (objectives/byol.py sets it)
   c.model.dtype = "bfloat16"  # compute in bf16 on GPU/TPU; the loss stays float32
   c.model.bn_momentum = 0.9
 
   # Paper batches (1024 real + 1024 synthetic, 2 views: 4096 rows) stream the similarity
   # matrix in blocks, so memory grows linearly in the global batch (benchmarks/README.md).
-  c.objective = objective_config(arg, block_size=1024, total_steps=c.get_ref("total_steps"))
+  objective_config(c, arg, block_size=1024)
 
   c.optimizer = ml_collections.ConfigDict()
   c.optimizer.name = "lars"
@@ -321,10 +248,5 @@ def paper_config(
     c.eval.map_method = "pca"
   # ViT-S/16 on photos; 32 px images (cifar stem) take 4 px patches, 64 tokens.
   vit_config(c, variant="tiny/4" if c.runlocal else ("S/4" if small else "S/16"))
-  if arg.objective in BYOL_OBJECTIVES and not c.runlocal:
-    c.model.proj_hidden_dim = 4096  # BYOL's projector: 4096 -> 256
-    c.model.proj_dim = 256
-  momentum_config(
-    c, queue_size=64 if c.runlocal else 65536, predictor_hidden_dim=16 if c.runlocal else 4096
-  )
+  set_block_keys(c, queue_size=64 if c.runlocal else 65536)
   return c

@@ -13,8 +13,8 @@ Variants, comma separated after the colon:
                                         those, grouped by prompt) or on real + synthetic
   objective=moco|byol|byol_nn           self-supervised baselines on the real digits only
                                         (byol_nn: NNCLR-style queue neighbours by default; with
-                                        --config.objective.neighbor_source=table
-                                        --config.objective.neighbors_file=runs/latent_vae/nn.npz
+                                        --config.objective.byol_nn.neighbor_source=table
+                                        --config.objective.byol_nn.neighbors_file=runs/latent_vae/nn.npz
                                         neighbours from a latent model, see syncon_jax/latent)
   objective=rotation                    rotation prediction (Gidaris et al. 2018) on the real digits
   weighting=auto|fixed|learned|hypernet|proto_sim|meta|meta_hypernet
@@ -88,7 +88,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.augment.blur_sigma = (0.1, 1.0)
   c.augment.solarize_prob = 0.0
   c.augment.solarize_threshold = 0.5
-  c.augment.views = ()  # per-view overrides (byol, byol_nn: common.BYOL_AUGMENT)
+  c.augment.views = ()  # per-view overrides (byol, byol_nn: objectives/byol.py's AUGMENT)
 
   c.model = ml_collections.ConfigDict()
   c.model.name = "resnet18"
@@ -98,9 +98,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.model.proj_dim = 64
   c.model.dtype = "float32"  # 'bfloat16' computes in bf16; the loss stays float32
   c.model.bn_momentum = 0.9
+  c.model.predictor_hidden_dim = 0  # BYOL's predictor MLP (objectives/byol.py sets it)
 
   # Small batches: the dense [views, views] similarity matrix is cheapest.
-  c.objective = common.objective_config(arg, block_size=None, total_steps=c.get_ref("total_steps"))
+  common.objective_config(c, arg, block_size=None)
 
   c.optimizer = ml_collections.ConfigDict()
   c.optimizer.name = "sgd"  # sgd | lars | adamw
@@ -209,9 +210,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.eval.map_method = "pca"
   # --config.model.name=vit: 16 px digits in 4 px patches (16 tokens).
   common.vit_config(c, variant="tiny/4" if c.runlocal else "Ti/4")
-  common.momentum_config(
-    c, queue_size=64 if c.runlocal else 512, predictor_hidden_dim=16 if c.runlocal else 256
-  )
+  common.set_block_keys(c, queue_size=64 if c.runlocal else 512)
   return c
 
 
@@ -242,13 +241,12 @@ def _fewshot(c: ml_collections.ConfigDict) -> None:
   ec.seeds = tuple(range(10))
   # Where synthetic rows sit in the denominators: 'weighted' (w = 0 removes a class), chosen by
   # measurement (README "Few-shot: does SynCon pay?"); the full-data experiment keeps 'all'.
-  c.objective.synthetic_denominator = "weighted"
-  if c.objective.weighting in ("meta", "meta_hypernet"):
+  common.set_block_keys(c, synthetic_denominator="weighted")
+  if c.objective.get("syncon", {}).get("weighting") in ("meta", "meta_hypernet"):
     # The meta-gradient every 5 steps at 5x the step (the table's runs). Measured since: every
     # step at 0.02 is no slower on XLA:CPU (the lax.cond of every 5 costs) and level on the pool
     # (README "Few-shot: does SynCon pay?").
-    c.objective.meta_every = 5
-    c.objective.meta_learning_rate = 0.1
+    common.set_block_keys(c, meta_every=5, meta_learning_rate=0.1)
   ec.methods = (
     "supcon",
     "supcon_syn@clean",

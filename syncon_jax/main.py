@@ -8,8 +8,9 @@ r"""Pretrains an encoder: python -m syncon_jax.main --config=configs/digits.py -
                              configs/common.py; DESIGN.md "Configs")
   --dry_run                  resolve and check the config, print it, train nothing
 
-Objectives (--config.objective.name, or objective= as a variant) and SynCon's weighting schemes
-(objective.weighting) are listed under --config in --helpshort; README.md explains each.
+Objectives (objective= as a variant: it also sets the objective's own keys, config.objective.<name>)
+and SynCon's weighting schemes (weighting= as a variant, or --config.objective.syncon.weighting)
+are listed under --config in --helpshort; README.md explains each.
 
 A stopped run resumes from <workdir>/checkpoints when the same command runs again.
 Run the same command on every host of a TPU pod or GPU cluster; see launch/ and the README section "Scaling out".

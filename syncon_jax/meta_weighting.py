@@ -6,15 +6,15 @@ under these weights, would a loss on clean data fall? Here the clean data are th
 weight w_c:
 
   theta_0 = the model's parameters (before this step's update, or their EMA)
-  theta_{j+1} = theta_j - eta * d L_syn(theta_j, w) / d theta      (j < objective.meta_unroll)
+  theta_{j+1} = theta_j - eta * d L_syn(theta_j, w) / d theta      (j < objective.syncon.meta_unroll)
   g = d L_real(theta_K(w)) / d w
 
 with L_syn the SynCon objective of this step's views (syncon.loss, so every option of the loss
-applies), eta = objective.meta_inner_lr, and L_real SupCon on the step's real images under
+applies), eta = objective.syncon.meta_inner_lr, and L_real SupCon on the step's real images under
 fresh augmentations (the meta batch: the same labelled images, other views; a prototype found
 that a disjoint half of the labelled images gave a ranking no better than chance). `jax.grad`
 differentiates through the inner step(s), inside the one jitted train step, every
-objective.meta_every steps (`jax.lax.cond`: the other steps skip it).
+objective.syncon.meta_every steps (`jax.lax.cond`: the other steps skip it).
 
 The raw g is a poor step: it grows 100-1000x over training, and its common part (every class
 down, as long as the real images alone fit the real meta batch best) would drive every weight to
@@ -22,15 +22,15 @@ the same low value. So the update is normalised and centred over the classes pre
 batch (those with a synthetic image in it):
 
   d_c = g_c / rms(g) - mean(g / rms(g))         (zero for the classes absent from the batch)
-  meta:          w_c <- clip(w_c - objective.meta_learning_rate * d_c, 0, 1)
-  meta_hypernet: phi <- phi - objective.meta_hypernet_learning_rate * (dw/dphi)^T d,
+  meta:          w_c <- clip(w_c - objective.syncon.meta_learning_rate * d_c, 0, 1)
+  meta_hypernet: phi <- phi - objective.syncon.meta_hypernet_learning_rate * (dw/dphi)^T d,
                  w = sigmoid(MLP_phi(per-class statistics))  (Meta-Weight-Net, Shu et al. 2019)
 
 L2RW's own per-step weights (w proportional to max(-g, 0)) inverted the ranking in the prototype,
 so the weights here are a state that integrates many steps' meta-gradients.
 
-objective.meta_params = 'ema' starts the lookahead from an EMA of the parameters (decay
-objective.meta_ema_decay) instead of the current ones: the weights then answer for a slower
+objective.syncon.meta_params = 'ema' starts the lookahead from an EMA of the parameters (decay
+objective.syncon.meta_ema_decay) instead of the current ones: the weights then answer for a slower
 encoder, which the current weights bend less from one step to the next.
 
 The state (buffers only: the meta step is not the loss's gradient, so nothing here is under the
@@ -55,19 +55,21 @@ def _check(config) -> None:
   for name in ("meta_every", "meta_unroll"):
     value = config[name]
     if not isinstance(value, int) or value < 1:
-      raise ConfigError(f"objective.{name} must be a positive integer, got {value!r}")
+      raise ConfigError(f"objective.syncon.{name} must be a positive integer, got {value!r}")
   if config.meta_params not in META_PARAMS:
     raise ConfigError(
-      f"Unknown objective.meta_params {config.meta_params!r}; valid: {list(META_PARAMS)}"
+      f"Unknown objective.syncon.meta_params {config.meta_params!r}; valid: {list(META_PARAMS)}"
     )
   if not 0.0 <= config.meta_ema_decay <= 1.0:
-    raise ConfigError(f"objective.meta_ema_decay must lie in [0, 1], got {config.meta_ema_decay}")
+    raise ConfigError(
+      f"objective.syncon.meta_ema_decay must lie in [0, 1], got {config.meta_ema_decay}"
+    )
 
 
 def _unit_weight(config) -> float:
   w = config.synthetic_weight
   if not 0.0 <= w <= 1.0:
-    raise ConfigError(f"objective.synthetic_weight must lie in [0, 1], got {w}")
+    raise ConfigError(f"objective.syncon.synthetic_weight must lie in [0, 1], got {w}")
   return float(w)
 
 

@@ -72,7 +72,8 @@ def make_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
 
 def _decay_mask(params):
   # Weight decay (and LARS trust ratios) only on kernels: biases and BatchNorm scales are
-  # excluded, as in SimCLR and SupContrast.
+  # excluded, as in the published recipes of the contrastive baselines (Chen et al. 2020's
+  # LARS setup; Goyal et al. 2017 on decay of BatchNorm parameters).
   return jax.tree.map(lambda p: p.ndim > 1, params)
 
 
@@ -102,7 +103,9 @@ def make_optimizer(config: ml_collections.ConfigDict):
     raise ConfigError(f"Unknown optimizer.name {name!r}; valid: {sorted(OPTIMIZERS)}")
   schedule = make_schedule(config)
   objective = objectives.get_objective(config.objective.name)
-  objective_tx = objective.optimizer(config.objective) if objective.optimizer else None
+  objective_tx = (
+    objective.optimizer(objectives.settings(config.objective)) if objective.optimizer else None
+  )
   tx = optax.multi_transform(
     {
       "model": OPTIMIZERS[name](config.optimizer, schedule),
@@ -140,7 +143,7 @@ def create_train_state(
   objective = objectives.get_objective(config.objective.name)
   # With the initial model parameters: an EMA target network starts as a copy of them.
   objective_state = objectives.init(
-    objective, num_classes, feature_dim(config), params, config.objective
+    objective, num_classes, feature_dim(config), params, objectives.settings(config.objective)
   )
   state = TrainState(
     step=jnp.zeros((), jnp.int32),
@@ -212,7 +215,7 @@ def make_train_step(graphdef: nnx.GraphDef, tx, config):
     # What the objective sees besides outputs, batch and state; params: the model's Param state
     # that made the outputs.
     shared = dict(
-      config=config.objective,
+      config=objectives.settings(config.objective),
       step=state.step,
       key=objective_key,
       views=views,
@@ -373,7 +376,9 @@ def summarize_objective(workdir: str, state: TrainState, class_names, config) ->
   if objective.summarize is None:
     return {}
   objective_state = objectives.ObjectiveState(state.objective_params, state.objective)
-  row, files = objective.summarize(objective_state, class_names, config.objective)
+  row, files = objective.summarize(
+    objective_state, class_names, objectives.settings(config.objective)
+  )
   if jax.process_index() == 0:
     for name, value in files.items():
       with open(os.path.join(workdir, name), "w") as f:
@@ -400,7 +405,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   validate.warn_phases(config)
   check_workdir_compatible(workdir, config)
 
-  train, class_names, synthetic = load_data(config, objective.uses_synthetic(config.objective))
+  train, class_names, synthetic = load_data(
+    config, objective.uses_synthetic(objectives.settings(config.objective))
+  )
   s = config.data.synthetic_per_real if synthetic is not None else 0
   batches = sampler.BatchSampler(
     train.labels,

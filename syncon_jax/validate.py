@@ -68,7 +68,7 @@ def _check_loss_settings(o) -> None:
     )
   if "synthetic_denominator" in o and o.synthetic_denominator not in losses.SYNTHETIC_DENOMINATORS:
     raise ConfigError(
-      f"Unknown objective.synthetic_denominator {o.synthetic_denominator!r}; "
+      f"Unknown objective.syncon.synthetic_denominator {o.synthetic_denominator!r}; "
       f"valid: {list(losses.SYNTHETIC_DENOMINATORS)}"
     )
 
@@ -98,10 +98,11 @@ def check_config(config, *, workdir: str | None = None, for_eval: bool = False) 
   if workdir is not None:
     check_workdir(workdir, must_hold_checkpoints=for_eval)
   objective = objectives.get_objective(config.objective.name)
-  weighting.get_scheme(config.objective.get("weighting", "fixed"))
-  _check_loss_settings(config.objective)
+  settings = objectives.settings(config.objective)
+  weighting.get_scheme(settings.get("weighting", "fixed"))
+  _check_loss_settings(settings)
   if objective.check_config is not None:
-    objective.check_config(config.objective)
+    objective.check_config(settings)
   if config.data.name not in data.DATASETS:
     raise ConfigError(f"Unknown data.name {config.data.name!r}; valid: {sorted(data.DATASETS)}")
   if config.model.name not in models.MODELS:
@@ -129,7 +130,7 @@ def check_config(config, *, workdir: str | None = None, for_eval: bool = False) 
   data_dir = d.get("data_dir")
   if data_dir and "://" not in data_dir and not os.path.isdir(os.path.expanduser(data_dir)):
     raise DataError(f"data.data_dir={data_dir!r} does not exist or is not a folder")
-  if objective.uses_synthetic(config.objective) and not for_eval:
+  if objective.uses_synthetic(settings) and not for_eval:
     path = d.get("synthetic_dir")
     how = _MAKE_SYNTHETIC.get(d.name, "see README 'Running your own' for the folder layout")
     if not path:
@@ -139,10 +140,10 @@ def check_config(config, *, workdir: str | None = None, for_eval: bool = False) 
       )
     if not os.path.isdir(os.path.expanduser(path)):
       raise DataError(f"data.synthetic_dir={path!r} does not exist: {how.format(path=path)}")
-  neighbors = config.objective.get("neighbors_file")
+  neighbors = settings.get("neighbors_file")
   if neighbors and not for_eval and not os.path.isfile(os.path.expanduser(neighbors)):
     raise DataError(
-      f"objective.neighbors_file={neighbors!r} does not exist: make it with "
+      f"objective.{config.objective.name}.neighbors_file={neighbors!r} does not exist: make it with "
       "python -m syncon_jax.tools.nearest_neighbors (README 'Running your own')"
     )
 
@@ -156,18 +157,18 @@ def phase_warnings(config) -> list[str]:
       f"optimizer.warmup_steps={warmup} >= total_steps={total}: the learning rate only warms up "
       "and never decays; lower --config.optimizer.warmup_steps"
     )
-  o = config.objective
-  if o.name == "syncon" and o.get("weighting") == "auto":
+  o = config.objective.get("syncon", {})
+  if o.get("weighting") == "auto":
     probation = o.probation_steps
     if probation >= total:
       out.append(
-        f"objective.probation_steps={probation} >= total_steps={total}: the auto weighting never "
+        f"objective.syncon.probation_steps={probation} >= total_steps={total}: the auto weighting never "
         "leaves probation, so every synthetic weight stays 0; lower "
-        "--config.objective.probation_steps"
+        "--config.objective.syncon.probation_steps"
       )
     elif probation < 1:
       out.append(
-        f"objective.probation_steps={probation}: the auto weighting has no probation, so its "
+        f"objective.syncon.probation_steps={probation}: the auto weighting has no probation, so its "
         "weights are measured on the untrained encoder at step 0"
       )
   return out

@@ -16,7 +16,7 @@ it is checkpointed and restored with everything else):
 (objectives/__init__.py; ctx an UpdateContext in `update`), under stop-gradient in `update`.
 Schemes:
 
-  fixed      every class gets objective.synthetic_weight.
+  fixed      every class gets objective.syncon.synthetic_weight.
   learned    the proposal's SGD reading: w_c = sigmoid(theta_c), theta trained by SGD on
              loss + lambda * sum_c -log w_c (the uncertainty form of Kendall, Gal & Cipolla 2018,
              which keeps w from collapsing to 0), at its own learning rate.
@@ -25,7 +25,7 @@ Schemes:
              same regularised loss as `learned`, so it learns which descriptors predict a low
              synthetic loss.
   proto_sim  no learning: the clipped cosine of the running real and synthetic prototypes.
-  auto       probation: w = 0 for objective.probation_steps while the model trains on real
+  auto       probation: w = 0 for objective.syncon.probation_steps while the model trains on real
              images (SupCon) and on the synthetic images without their labels (SimCLR), so that
              its embedding learns the synthetic domain but is not bent by the synthetic labels;
              meanwhile each synthetic image is scored by whether it lands nearest its own class's
@@ -37,7 +37,7 @@ Schemes:
              meta_weighting.py.
   meta_hypernet  the same meta-gradient trains the hypernetwork's MLP (Shu et al. 2019).
 
-Running statistics are per-class exponential moving averages (decay objective.stats_decay) that
+Running statistics are per-class exponential moving averages (decay objective.syncon.stats_decay) that
 only move for the classes present in a batch, with Adam-style debiasing, so a class seen once is
 exact and a class never seen stays at zero weight of evidence.
 """
@@ -145,9 +145,9 @@ def agreement_scores(syn, syn_labels, prototypes, real_sim, config) -> jax.Array
   real_sim [C, 2] (mean and mean square of the real rows' cosine to their own prototype).
   -> [n, 3]: (nearest: 1 if the nearest real prototype is its own class's,
               within: that, and its cosine to its own prototype is no lower than
-                      objective.spread_k real standard deviations below the real mean,
+                      objective.syncon.spread_k real standard deviations below the real mean,
               soft: the softmax probability of its own class over prototype cosines at
-                    objective.agreement_temperature).
+                    objective.syncon.agreement_temperature).
   """
   sims = syn @ prototypes.T  # [n, C]
   own = jnp.take_along_axis(sims, syn_labels[:, None], axis=1)[:, 0]
@@ -222,7 +222,7 @@ def proto_similarity(stats: dict) -> jax.Array:
 
 def _check_unit(name: str, w: float) -> float:
   if not 0.0 <= w <= 1.0:
-    raise ConfigError(f"objective.{name} must lie in [0, 1], got {w}")
+    raise ConfigError(f"objective.syncon.{name} must lie in [0, 1], got {w}")
   return float(w)
 
 
@@ -280,7 +280,7 @@ def _learned_penalty(state: dict, outputs, batch, ctx) -> jax.Array:
 
 
 def _weights_optimizer(config) -> optax.GradientTransformation:
-  """'learned', 'hypernet': plain SGD on the weights' parameters at objective.weight_learning_rate."""
+  """'learned', 'hypernet': plain SGD on the weights' parameters at objective.syncon.weight_learning_rate."""
   return optax.sgd(config.weight_learning_rate)
 
 
@@ -362,7 +362,7 @@ def auto_weights(stats: dict, config) -> jax.Array:
   """[C] the synthetic agreement above chance, relative to the real images' own agreement.
 
   w_c = clip((a_c - 1/C) / (r_c - 1/C), 0, 1), with a_c the class's synthetic score
-  (objective.auto_score) and r_c the share of its real views nearest their own prototype. Noise
+  (objective.syncon.auto_score) and r_c the share of its real views nearest their own prototype. Noise
   lands nearest a random class (a_c ~ 1/C, so w_c ~ 0); a swapped class lands nearest another
   class (a_c ~ 0); a synthetic class as recognisable as the real one gets w_c ~ 1, however good
   the critic is. A class whose real views are no better than chance gets 0.
@@ -378,7 +378,7 @@ def auto_weights(stats: dict, config) -> jax.Array:
 def _auto_init(num_classes: int, feat_dim: int, config) -> dict:
   if config.auto_score not in SCORE_NAMES:
     raise ConfigError(
-      f"Unknown objective.auto_score {config.auto_score!r}; valid: {list(SCORE_NAMES)}"
+      f"Unknown objective.syncon.auto_score {config.auto_score!r}; valid: {list(SCORE_NAMES)}"
     )
   return {
     "stats": stats_init(num_classes, feat_dim),
@@ -466,5 +466,5 @@ SCHEMES: dict[str, Scheme] = {
 
 def get_scheme(name: str) -> Scheme:
   if name not in SCHEMES:
-    raise ConfigError(f"Unknown objective.weighting {name!r}; valid: {sorted(SCHEMES)}")
+    raise ConfigError(f"Unknown objective.syncon.weighting {name!r}; valid: {sorted(SCHEMES)}")
   return SCHEMES[name]

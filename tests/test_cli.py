@@ -11,7 +11,8 @@ import pytest
 from absl import flags
 from ml_collections import config_flags
 
-from syncon_jax import metrics, validate
+from configs import common, digits
+from syncon_jax import metrics, objectives, validate
 from syncon_jax.errors import ConfigError, DataError
 from tests.conftest import REPO, run_cli
 
@@ -21,7 +22,13 @@ CONFIG_FILES = sorted(
   if not p.endswith("common.py")
 )
 # Variants that change which keys exist or what they default to.
-VARIANTS = {"digits": ["", "runlocal", "objective=byol_nn", "objective=moco"]}
+VARIANTS = {
+  "digits": [
+    "",
+    "runlocal",
+    *(f"objective={name}" for name in ("byol_nn", "moco", "triplet", "rotation")),
+  ]
+}
 
 
 def parse(argv: list[str], monkeypatch):
@@ -86,20 +93,22 @@ def test_derived_values_follow_the_run_length(path, total, warmup, probation, mo
   monkeypatch.chdir(REPO)
   config = parse(["prog", f"--config={path}", f"--config.total_steps={total}"], monkeypatch)
   assert config.optimizer.warmup_steps == warmup
-  assert config.objective.probation_steps == probation
-  assert config.objective.total_steps == total  # BYOL's tau schedule
+  assert config.objective.syncon.probation_steps == probation
   assert validate.phase_warnings(config) == []
+  byol = f"{path}{',' if ':' in path else ':'}objective=byol"
+  config = parse(["prog", f"--config={byol}", f"--config.total_steps={total}"], monkeypatch)
+  assert config.objective.byol.total_steps == total  # BYOL's tau schedule
   # Set explicitly, a derived value keeps what it was given.
   config = parse(
     [
       "prog",
       f"--config={path}",
       f"--config.total_steps={total}",
-      "--config.objective.probation_steps=5",
+      "--config.objective.syncon.probation_steps=5",
     ],
     monkeypatch,
   )
-  assert config.objective.probation_steps == 5
+  assert config.objective.syncon.probation_steps == 5
 
 
 def test_phase_warnings_name_the_empty_or_total_phase(monkeypatch):
@@ -109,7 +118,7 @@ def test_phase_warnings_name_the_empty_or_total_phase(monkeypatch):
       "prog",
       "--config=configs/digits.py",
       "--config.total_steps=20",
-      "--config.objective.probation_steps=100",
+      "--config.objective.syncon.probation_steps=100",
       "--config.optimizer.warmup_steps=20",
     ],
     monkeypatch,
@@ -118,9 +127,9 @@ def test_phase_warnings_name_the_empty_or_total_phase(monkeypatch):
   assert len(warnings) == 2
   assert "warmup_steps=20 >= total_steps=20" in warnings[0]
   assert "probation_steps=100" in warnings[1] and "stays 0" in warnings[1]
-  config.objective.probation_steps = 0
+  config.objective.syncon.probation_steps = 0
   assert "no probation" in validate.phase_warnings(config)[1]
-  config.objective.weighting = "fixed"  # only auto has a probation
+  config.objective.syncon.weighting = "fixed"  # only auto has a probation
   assert len(validate.phase_warnings(config)) == 1
 
 
@@ -141,7 +150,7 @@ def _error_line(r) -> str:
     (["--config.total_steps=abc"], ["--config.total_steps=abc"]),
     (["--config.total_steps=0"], ["total_steps must be a positive integer"]),
     (["--config.objective.name=simclrr"], ["'simclrr'", "simclr"]),
-    (["--config.objective.weighting=mystery"], ["'mystery'", "auto"]),
+    (["--config.objective.syncon.weighting=mystery"], ["'mystery'", "auto"]),
     (
       ["--config=configs/digits.py:objective=byol", "--config.objective.n_views=3"],
       ["config.augment.views has 2 entries for 3 views"],
@@ -176,7 +185,7 @@ def test_linear_eval_without_a_run_says_so_first_and_creates_nothing(tmp_path):
 def test_dry_run_prints_the_resolved_config_and_trains_nothing(tmp_path, synthetic_dir):
   r = run_cli(
     "syncon_jax.main",
-    "--config=configs/digits.py:objective=supcon_syn",
+    "--config=configs/digits.py:objective=syncon",
     f"--workdir={tmp_path / 'w'}",
     f"--config.data.synthetic_dir={synthetic_dir}",
     "--config.total_steps=45",
@@ -185,8 +194,9 @@ def test_dry_run_prints_the_resolved_config_and_trains_nothing(tmp_path, synthet
   assert r.returncode == 0, r.stderr
   assert "Unable to initialize backend" not in r.stderr  # jax's note on every TPU-less machine
   config = json.loads(r.stdout)
-  assert config["objective"]["name"] == "supcon_syn" and config["total_steps"] == 45
-  assert config["optimizer"]["warmup_steps"] == 3 and config["objective"]["probation_steps"] == 15
+  assert config["objective"]["name"] == "syncon" and config["total_steps"] == 45
+  assert config["optimizer"]["warmup_steps"] == 3
+  assert config["objective"]["syncon"]["probation_steps"] == 15
   assert not os.path.exists(tmp_path / "w")
 
 
@@ -229,7 +239,10 @@ def test_validate_names_paths_of_manual_data_sets(tmp_path):
   (tmp_path / "fgvc-aircraft-2013b" / "data" / "images").mkdir(parents=True)
   config.data.manual_dir = str(tmp_path)
   validate.check_config(config)
-  config.objective.neighbors_file = str(tmp_path / "nn.npz")
+  config = importlib.import_module("configs.aircraft").get_config("objective=byol_nn,runlocal")
+  config.data.manual_dir = str(tmp_path)
+  config.objective.byol_nn.neighbor_source = "table"
+  config.objective.byol_nn.neighbors_file = str(tmp_path / "nn.npz")
   with pytest.raises(DataError, match="nearest_neighbors"):
     validate.check_config(config)
 
@@ -292,19 +305,77 @@ def test_restart_drops_rows_past_the_checkpoint(tmp_path):
     ("syncon", "block_size", 0, "objective.block_size must be a positive integer or None"),
     (
       "syncon",
-      "synthetic_denominator",
+      "syncon.synthetic_denominator",
       "own",
-      r"synthetic_denominator 'own'; valid: \['all', 'weighted'\]",
+      r"objective.syncon.synthetic_denominator 'own'; valid: \['all', 'weighted'\]",
     ),
-    ("triplet", "triplet_average", "mean", r"triplet_average 'mean'; valid: \['positive', 'all'\]"),
-    ("triplet", "triplet_margin", -0.1, "triplet_margin must be >= 0"),
-    ("supervised", "supervised_label_smoothing", 1.0, r"label_smoothing must be in \[0, 1\)"),
+    (
+      "triplet",
+      "triplet.average",
+      "mean",
+      r"objective.triplet.average 'mean'; valid: \['positive', 'all'\]",
+    ),
+    ("triplet", "triplet.margin", -0.1, "objective.triplet.margin must be >= 0"),
+    (
+      "supervised",
+      "supervised.label_smoothing",
+      1.0,
+      r"objective.supervised.label_smoothing must be in \[0, 1\)",
+    ),
   ],
 )
 def test_validate_checks_the_loss_settings(objective, key, value, match):
   """The losses check no setting themselves (they are traced inside the step): the config is
   checked once, before anything is loaded (an objective's own keys by its check_config hook)."""
   config = importlib.import_module("configs.digits").get_config(f"objective={objective},runlocal")
-  config.objective[key] = value
+  *block, name = key.split(".")
+  (config.objective[block[0]] if block else config.objective)[name] = value
   with pytest.raises(ConfigError, match=match):
     validate.check_config(config)
+
+
+def test_a_config_holds_the_block_of_its_objective_only(monkeypatch):
+  monkeypatch.chdir(REPO)
+  simclr = parse(["prog", "--config=configs/digits.py:objective=simclr"], monkeypatch)
+  assert sorted(simclr.objective) == [
+    "base_temperature",
+    "block_size",
+    "n_views",
+    "name",
+    "temperature",
+  ]
+  syncon = parse(
+    ["prog", "--config=configs/digits.py", "--config.objective.syncon.weighting=learned"],
+    monkeypatch,
+  )
+  assert [k for k in syncon.objective if k in objectives.OBJECTIVES] == ["syncon"]
+  settings = objectives.settings(syncon.objective)
+  assert settings.weighting == "learned" and settings.temperature == syncon.objective.temperature
+  # Naming another objective on the command line would train it under SynCon's block: an error
+  # that names the variant to use; so is an objective whose block is missing.
+  other = parse(
+    ["prog", "--config=configs/digits.py", "--config.objective.name=triplet"], monkeypatch
+  )
+  with pytest.raises(ConfigError, match=r"block objective\.syncon.*:objective=triplet"):
+    validate.check_config(other)
+  with syncon.unlocked():
+    del syncon.objective["syncon"]
+  with pytest.raises(ConfigError, match=r"no block objective\.syncon"):
+    objectives.settings(syncon.objective)
+  # A block key may not hide a shared one.
+  moco = digits.get_config("objective=moco")
+  moco.objective.moco.temperature = 0.5
+  with pytest.raises(ConfigError, match=r"objective\.moco\.temperature shadows"):
+    objectives.settings(moco.objective)
+
+
+def test_set_block_keys_sets_only_what_the_chosen_block_has():
+  moco = digits.get_config("objective=moco")
+  common.set_block_keys(moco, queue_size=7, weighting="fixed")
+  assert moco.objective.moco.queue_size == 7 and "weighting" not in moco.objective.moco
+  simclr = digits.get_config("objective=simclr")
+  common.set_block_keys(simclr, queue_size=7)
+  assert "queue_size" not in simclr.objective and "simclr" not in simclr.objective
+  # configure swaps one block for another (the experiment's configs built in code).
+  objectives.configure(moco, "triplet")
+  assert "moco" not in moco.objective and moco.objective.triplet.margin == 0.2

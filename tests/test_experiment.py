@@ -46,7 +46,7 @@ def test_builder_applies_the_variant_and_the_overrides():
   assert c.objective.name == "byol" and c.model.predictor_hidden_dim > 0  # decided by the file
   assert c.runlocal and c.model.width == 2
   c = make("syncon", "learned")
-  assert c.objective.weighting == "learned" and c.model.predictor_hidden_dim == 0
+  assert c.objective.syncon.weighting == "learned" and c.model.predictor_hidden_dim == 0
 
 
 def test_summary_reads_every_run(tmp_path):
@@ -145,7 +145,7 @@ def test_synthetic_sets_and_denominators_in_method_names():
   config = digits.get_config("fewshot")
   make = experiment_plan._edit_config(config)
   c = experiment_plan.method_config(make, config, "syncon-fixed+weighted@oracle", 2, "/s/syn")
-  assert c.objective.synthetic_denominator == "weighted" and c.seed == 2
+  assert c.objective.syncon.synthetic_denominator == "weighted" and c.seed == 2
   assert c.data.synthetic_dir == "/s/syn@oracle"
   assert list(c.data.removed_classes) == [str(x) for x in config.experiment.corrupt_classes]
   c = experiment_plan.method_config(make, config, "supcon_syn@clean", 0, "/s/syn")
@@ -280,16 +280,20 @@ def test_finished_runs_are_keyed_by_their_settings(tmp_path, monkeypatch):
 def test_the_denominator_form_is_a_setting_of_syncon_runs_only():
   config = digits.get_config("fewshot")
   make = experiment_plan._edit_config(config)
+  # A baseline's config has no SynCon block, so SynCon's settings never retrain it.
   a = json.loads(experiment_plan.method_config(make, config, "supcon_syn", 0, "/s").to_json())
-  b = json.loads(experiment_plan.method_config(make, config, "supcon_syn", 0, "/s").to_json())
-  b["objective"]["synthetic_denominator"] = (
-    "all" if a["objective"]["synthetic_denominator"] != "all" else "weighted"
-  )
-  assert experiment_plan._run_settings(a) == experiment_plan._run_settings(b)
+  assert sorted(a["objective"]) == [
+    "base_temperature",
+    "block_size",
+    "n_views",
+    "name",
+    "temperature",
+  ]
   c = json.loads(experiment_plan.method_config(make, config, "syncon-auto+all", 0, "/s").to_json())
   d = json.loads(
     experiment_plan.method_config(make, config, "syncon-auto+weighted", 0, "/s").to_json()
   )
+  assert c["objective"]["syncon"]["synthetic_denominator"] == "all"
   assert experiment_plan._run_settings(c) != experiment_plan._run_settings(d)
 
 

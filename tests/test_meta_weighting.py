@@ -12,7 +12,7 @@ import pytest
 from conftest import StepInputs, stopped_after
 
 from configs import digits
-from syncon_jax import meta_weighting, train, weighting
+from syncon_jax import meta_weighting, objectives, train, weighting
 from syncon_jax.errors import ConfigError
 
 B, C, V = 6, 3, 2  # real images, classes, views
@@ -21,7 +21,7 @@ FEAT, DIM = 3, 3
 
 
 def _config(scheme="meta", **overrides):
-  cfg = digits.get_config(f"weighting={scheme}").objective
+  cfg = objectives.settings(digits.get_config(f"weighting={scheme}").objective)
   if "synthetic_denominator" in cfg:
     cfg.synthetic_denominator = "all"  # the reference below is the proposal's literal form
   for key, value in overrides.items():
@@ -262,7 +262,7 @@ def test_ema_start_parameters_follow_the_online_ones():
   [("meta_every", 0), ("meta_unroll", -1), ("meta_params", "snapshot"), ("meta_ema_decay", 1.5)],
 )
 def test_bad_meta_keys_are_config_errors(key, value):
-  with pytest.raises(ConfigError, match=f"objective.{key}"):
+  with pytest.raises(ConfigError, match=f"objective.syncon.{key}"):
     weighting.get_scheme("meta").init(C, FEAT, _config(**{key: value}))
 
 
@@ -273,8 +273,10 @@ def test_runlocal_meta_run_writes_weights_and_resumes_exactly(synthetic_dir, tmp
   its checkpoint at step 6 ends in the same state."""
   config = digits.get_config("runlocal,weighting=meta")
   config.data.synthetic_dir = synthetic_dir
-  config.objective.meta_every = 3  # logged steps 4, 8, 12 run inputs.step 3 (meta), 7, 11 (not)
-  config.objective.meta_learning_rate = 0.1
+  config.objective.syncon.meta_every = (
+    3  # logged steps 4, 8, 12 run inputs.step 3 (meta), 7, 11 (not)
+  )
+  config.objective.syncon.meta_learning_rate = 0.1
   straight = train.train_and_evaluate(config, str(tmp_path / "straight"))
   with open(tmp_path / "straight" / "synthetic_weights.json") as f:
     weights = json.load(f)

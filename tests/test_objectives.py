@@ -20,7 +20,7 @@ def _batch(b=6, s=2, v=2, d=5, seed=0):
 
 
 def _config(name, weighting="fixed"):
-  return digits.get_config(f"objective={name},weighting={weighting}").objective
+  return objectives.settings(digits.get_config(f"objective={name},weighting={weighting}").objective)
 
 
 def _init(obj, num_classes, feat_dim, cfg):

@@ -41,7 +41,7 @@ def _inputs(seed=0, prompts=None, valid=None, labels=None):
 
 
 def _cfg(name):
-  return digits.get_config(f"objective={name},runlocal").objective
+  return objectives.settings(digits.get_config(f"objective={name},runlocal").objective)
 
 
 def _init(name, cfg, num_classes=C, feat_dim=F):
@@ -146,7 +146,7 @@ def test_stablerep_is_multipos_over_prompt_groups():
 
 def test_stablerep_blockwise_config_gives_the_same_loss():
   inp = _inputs()
-  cfg = cifar10.get_config("objective=stablerep,runlocal").objective
+  cfg = objectives.settings(cifar10.get_config("objective=stablerep,runlocal").objective)
   assert cfg.block_size == 1024
   np.testing.assert_allclose(_loss("stablerep", inp, cfg)[0], _loss("stablerep", inp)[0], rtol=1e-5)
 
@@ -241,7 +241,7 @@ def _np_triplet(inp, mining, margin, metric, average="positive"):
 def test_triplet_matches_numpy(mining, metric):
   inp = _inputs()
   cfg = _cfg("triplet")
-  cfg.triplet_mining, cfg.triplet_metric, cfg.triplet_margin = mining, metric, 0.5
+  cfg.mining, cfg.metric, cfg.margin = mining, metric, 0.5
   loss, _ = _loss("triplet", inp, cfg)
   assert float(loss) == pytest.approx(_np_triplet(inp, mining, 0.5, metric), rel=1e-5)
 
@@ -255,17 +255,17 @@ def test_triplet_reads_labels_and_only_the_real_slot():
   assert float(_loss("triplet", relabelled)[0]) != pytest.approx(loss, rel=1e-4)
   # plain: a batch of one class has no negative and gives 0.
   cfg = _cfg("triplet")
-  cfg.triplet_mining = "plain"
+  cfg.mining = "plain"
   one_class = inp._replace(labels=jnp.zeros((B,), jnp.int32))
   assert float(_loss("triplet", one_class, cfg)[0]) == 0.0
 
 
 def test_triplet_bad_names_list_the_valid_ones():
   cfg = _cfg("triplet")
-  cfg.triplet_mining = "semi_hard"
+  cfg.mining = "semi_hard"
   with pytest.raises(ConfigError, match="'batch_all'.*'batch_hard'.*'plain'"):
     _init("triplet", cfg)
-  cfg.triplet_mining, cfg.triplet_metric = "plain", "l1"
+  cfg.mining, cfg.metric = "plain", "l1"
   with pytest.raises(ConfigError, match="'cosine'"):
     _init("triplet", cfg)
 
@@ -312,7 +312,7 @@ def test_supervised_cross_entropy_and_its_classifier_step(name, smoothing):
   inp, state = _inputs(), _classifier()
   obj = objectives.get_objective(name)
   cfg = _cfg(name)
-  cfg.supervised_label_smoothing = smoothing
+  cfg.label_smoothing = smoothing
   inp = inp.replace(config=cfg)
   (loss, aux), grads = jax.value_and_grad(
     lambda p: _loss(name, inp, cfg, state._replace(params=p)), has_aux=True
@@ -324,7 +324,7 @@ def test_supervised_cross_entropy_and_its_classifier_step(name, smoothing):
   tx = obj.optimizer(cfg)
   updates, _ = tx.update(grads, tx.init(state.params), state.params)
   new = optax.apply_updates(state.params, updates)
-  lr = cfg.supervised_learning_rate
+  lr = cfg.learning_rate
   before = state.params["classifier"]
   np.testing.assert_allclose(
     new["classifier"]["kernel"], before["kernel"] - lr * g_w, rtol=1e-5, atol=1e-6
@@ -364,8 +364,11 @@ def _config(name, synthetic_dir, **overrides):
   config.data.synthetic_dir = synthetic_dir
   config.log_every_steps = 1  # the first and the last loss are both logged
   for key, value in overrides.items():
-    section, _, field = key.rpartition("__")
-    (config[section] if section else config)[field] = value
+    *sections, field = key.split("__")
+    node = config
+    for section in sections:
+      node = node[section]
+    node[field] = value
   return config
 
 
@@ -403,7 +406,7 @@ def test_supervised_trains_and_resumes_its_classifier_exactly(synthetic_dir, tmp
     "supervised_syn",
     synthetic_dir,
     batch_size=64,
-    objective__supervised_learning_rate=1.0,
+    objective__supervised_syn__learning_rate=1.0,
   )
   assert (config.total_steps, config.checkpoint_every_steps) == (12, 6)
   straight = train.train_and_evaluate(config, str(tmp_path / "straight"))
@@ -427,4 +430,4 @@ def test_configs_accept_every_baseline(name):
   for module in (digits, cifar10):
     config = module.get_config(f"objective={name},runlocal")
     assert config.objective.name == name
-    _init(name, config.objective, 10, 8)
+    _init(name, objectives.settings(config.objective), 10, 8)

@@ -22,8 +22,9 @@ def _config(objective: str, synthetic_dir: str, **objective_overrides):
   config = digits.get_config(f"objective={objective},runlocal")
   config.data.synthetic_dir = synthetic_dir
   config.log_every_steps = 1
+  block = config.objective[objective]
   for key, value in objective_overrides.items():
-    config.objective[key] = value
+    block[key] = value
   return config
 
 
@@ -83,15 +84,19 @@ def test_configs_have_the_variants():
       assert config.objective.name == name and name in objectives.OBJECTIVES
       assert (config.model.predictor_hidden_dim > 0) == name.startswith("byol")
   config = digits.get_config("objective=byol,runlocal")
-  assert config.objective.total_steps == config.total_steps == 12
+  assert config.objective.byol.total_steps == config.total_steps == 12
   config.total_steps = 40  # the tau schedule follows a changed run length
-  assert config.objective.total_steps == 40
-  assert cifar10.get_config("objective=moco").objective.queue_size == 4096
-  assert digits.get_config("objective=moco").objective.temperature == 0.2
+  assert config.objective.byol.total_steps == 40
+  # BYOL's predictor is as wide as the projector's hidden layer, and follows it.
+  assert config.model.predictor_hidden_dim == config.model.proj_hidden_dim == 16
+  config.model.proj_hidden_dim = 32
+  assert config.model.predictor_hidden_dim == 32
+  assert objectives.settings(cifar10.get_config("objective=moco").objective).queue_size == 4096
+  assert objectives.settings(digits.get_config("objective=moco").objective).temperature == 0.2
 
 
 def test_byol_nn_config_errors():
-  config = digits.get_config("objective=byol_nn,runlocal").objective
+  config = objectives.settings(digits.get_config("objective=byol_nn,runlocal").objective)
   obj = objectives.get_objective("byol_nn")
   with pytest.raises(ConfigError, match="neighbors_file"):
     objectives.init(obj, 10, 8, None, _with(config, "table"))
@@ -139,9 +144,9 @@ def test_byol_nn_host_inputs_carry_neighbor_images(tmp_path):
   )
   config = digits.get_config("objective=byol_nn,runlocal")
   config.batch_size, config.seed = 4, 0
-  config.objective.neighbor_source = "table"
-  config.objective.neighbors_file = path
-  config.objective.neighbor_k = 2
+  config.objective.byol_nn.neighbor_source = "table"
+  config.objective.byol_nn.neighbors_file = path
+  config.objective.byol_nn.neighbor_k = 2
   add = byol.host_inputs(config, types.SimpleNamespace(images=images, labels=labels))
   shards = [s.host_batch(5, images, images[:0], process_index=p, process_count=2) for p in range(2)]
   for sh in shards:
@@ -172,7 +177,7 @@ def test_byol_nn_host_inputs_carry_neighbor_images(tmp_path):
 def test_target_gets_no_gradient_and_m_1_keeps_it(synthetic_dir, monkeypatch):
   """Two real train steps of MoCo with m = 1: the target's gradient is 0 and it stays the
   initial model, while the online network moves and the queue takes the keys."""
-  config = _config("moco", synthetic_dir, moco_momentum=1.0)
+  config = _config("moco", synthetic_dir, momentum=1.0)
   moco = objectives.get_objective("moco")
 
   def loss(outputs, batch, state, ctx):
@@ -251,7 +256,7 @@ def test_trains_and_resumes_exactly(objective, overrides, extra_state, synthetic
   assert _mean_loss(rows, (10, 11, 12)) < _mean_loss(rows, (3, 4, 5)), rows
   assert set(extra_state) <= set(straight.objective)
   if objective.startswith("byol"):
-    assert "predictor" in straight.params and rows[-1]["tau"] > config.objective.byol_tau_base
+    assert "predictor" in straight.params and rows[-1]["tau"] > config.objective[objective].tau_base
   assert int(resumed.step) == 12
   for a, b in zip(_state_leaves(straight), _state_leaves(resumed), strict=True):
     np.testing.assert_array_equal(a, b)
@@ -264,9 +269,9 @@ def test_trains_and_resumes_exactly(objective, overrides, extra_state, synthetic
 def test_byol_nn_with_a_neighbor_table(synthetic_dir, tmp_path):
   """Neighbour images from a neighbours file (weighted targets): trains and resumes exactly."""
   config = _config("byol_nn", synthetic_dir, nn_approach="weighted", neighbor_source="table")
-  config.objective.neighbors_file = str(tmp_path / "neighbors.npz")
-  config.objective.neighbor_k = 2
-  _write_neighbors(config.objective.neighbors_file, config)
+  config.objective.byol_nn.neighbors_file = str(tmp_path / "neighbors.npz")
+  config.objective.byol_nn.neighbor_k = 2
+  _write_neighbors(config.objective.byol_nn.neighbors_file, config)
   rows, straight, resumed = _train_and_resume(config, tmp_path)
   assert _mean_loss(rows, (10, 11, 12)) < _mean_loss(rows, (3, 4, 5)), rows
   assert "queue" not in straight.objective

@@ -55,7 +55,7 @@ def _inputs(seed=0, b=3, v=2, size=4, c=3, feat=5):
     h = jnp.tanh(images.reshape(images.shape[0], -1) @ params["w"])
     return h, h
 
-  config = ml_collections.ConfigDict({"rotation_learning_rate": 0.1})
+  config = ml_collections.ConfigDict({"learning_rate": 0.1})
   inputs = StepInputs(
     config,
     jnp.zeros((b, 2, v, 1)),
@@ -108,8 +108,8 @@ def test_gradients_reach_the_model_and_the_classifier():
   g_params, g_state = jax.grad(f, argnums=(0, 1))(model_params, state.params)
   assert float(jnp.abs(g_params["w"]).max()) > 0
   assert float(jnp.abs(g_state["classifier"]["kernel"]).max()) > 0
-  # The classifier's step: the objective's optimiser (plain SGD at rotation_learning_rate).
-  tx = rotation.optimizer(inputs.ctx.config)
+  # The classifier's step: the objective's optimiser (plain SGD at its learning_rate).
+  tx = rotation.OBJECTIVE.optimizer(inputs.ctx.config)
   new = optax.apply_updates(state.params, tx.update(g_state, tx.init(state.params))[0])
   np.testing.assert_allclose(
     new["classifier"]["kernel"],
@@ -137,7 +137,7 @@ def test_runlocal_rotation_run_learns(tmp_path):
     f"--workdir={workdir}",
     "--config.total_steps=24",
     "--config.checkpoint_every_steps=24",
-    "--config.objective.rotation_learning_rate=0.5",
+    "--config.objective.rotation.learning_rate=0.5",
   )
   assert r.returncode == 0, r.stderr[-3000:]
   rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]

@@ -79,8 +79,10 @@ def test_killed_run_resumes_to_the_same_parameters(synthetic_dir, tmp_path, monk
   # 12 steps, checkpoints at 6 and 12, logs every 4; the auto scheme's probation ends at step 8,
   # so the checkpoint at 6 holds statistics in the middle of their accumulation.
   # keep_checkpoints=1: the killed run still has its checkpoint at 6 (nothing newer was saved).
-  config = runlocal_config(synthetic_dir, keep_checkpoints=1, **{"objective.probation_steps": 8})
-  assert config.objective.weighting == "auto"
+  config = runlocal_config(
+    synthetic_dir, keep_checkpoints=1, **{"objective.syncon.probation_steps": 8}
+  )
+  assert config.objective.syncon.weighting == "auto"
   straight = train.train_and_evaluate(config, str(tmp_path / "straight"))
   straight_params = _params(straight)
   assert os.listdir(tmp_path / "straight" / "checkpoints") == ["12"]  # 6 was deleted

@@ -19,7 +19,7 @@ C, F, D = 4, 6, 5  # classes, feature width, projection width
 
 
 def _config(scheme: str, **overrides):
-  cfg = digits.get_config(f"weighting={scheme}").objective
+  cfg = objectives.settings(digits.get_config(f"weighting={scheme}").objective)
   for key, value in overrides.items():
     cfg[key] = value
   return cfg
@@ -300,7 +300,7 @@ def _auto_run(tmp_path, **data_kw):
   config.batch_size = 32
   config.log_every_steps = 10
   config.checkpoint_every_steps = 70
-  config.objective.probation_steps = 60
+  config.objective.syncon.probation_steps = 60
   workdir = str(tmp_path / "run")
   train.train_and_evaluate(config, workdir)
   with open(os.path.join(workdir, "synthetic_weights.json")) as f:

@@ -25,7 +25,7 @@ def load_neighbor_table(path: str, num_real: int, k: int) -> np.ndarray:
   train indices, so it must come from latents of this data config).
   """
   if not os.path.isfile(path):
-    raise DataError(f"No neighbours file at {path} (objective.neighbors_file)")
+    raise DataError(f"No neighbours file at {path} (objective.byol_nn.neighbors_file)")
   try:
     with np.load(path, allow_pickle=False) as f:
       ids, neighbors = np.asarray(f["ids"], np.int64), np.asarray(f["neighbors"], np.int64)
@@ -35,7 +35,7 @@ def load_neighbor_table(path: str, num_real: int, k: int) -> np.ndarray:
     raise DataError(f"{path}: ids {ids.shape} and neighbors {neighbors.shape} do not match")
   if not isinstance(k, int) or not 1 <= k <= neighbors.shape[1]:
     raise ConfigError(
-      f"objective.neighbor_k must be in [1, {neighbors.shape[1]}] for {path}, got {k!r}"
+      f"objective.byol_nn.neighbor_k must be in [1, {neighbors.shape[1]}] for {path}, got {k!r}"
     )
   if len(ids) != num_real or not np.array_equal(np.sort(ids), np.arange(num_real)):
     raise DataError(

@@ -21,7 +21,7 @@ from syncon_jax.losses.numerics import compute_dtype, l2_normalize
 
 Array = jax.Array
 
-# Where SynCon's synthetic rows sit in the denominators (objective.synthetic_denominator):
+# Where SynCon's synthetic rows sit in the denominators (objective.syncon.synthetic_denominator):
 #   'all'       the proposal's literal form: every synthetic row counts 1 in every A(i), so a
 #               class at w = 0 still pushes every anchor (its own class's too) away from it;
 #   'weighted'  synthetic row u counts w_u in every denominator, so w = 0 is the same as removing

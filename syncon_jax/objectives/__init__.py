@@ -17,6 +17,8 @@ step, and the `carry` the loss returned, so nothing is computed twice).
 
 An `Objective`'s other hooks, all optional:
 
+  defaults(c) -> ConfigDict                                            its config block, the keys
+                                                                       only it reads (`configure`)
   init(num_classes, feat_dim, model_params, config) -> ObjectiveState   (default: empty)
   optimizer(config) -> optax.GradientTransformation for state.params   (default: none)
   check_config(config) -> None, raising ConfigError                    its own keys' checks
@@ -28,7 +30,11 @@ An `Objective`'s other hooks, all optional:
                                                                        metrics.jsonl, {file name:
                                                                        JSON value} for the workdir
 
-`config` is always `config.objective` (host_inputs: the whole config).
+`config` is always the objective's settings (`settings`): the keys every objective shares
+(config.objective.name, n_views, temperature, base_temperature, block_size) and the keys of its
+own block, config.objective.<name>, as one dict (host_inputs: the whole config). A config holds
+the block of its objective only, so SimCLR's config lists SimCLR's keys and SynCon's lists
+SynCon's.
 """
 
 from collections.abc import Callable
@@ -115,6 +121,7 @@ def no_state(num_classes: int, feat_dim: int, model_params, config) -> Objective
 
 class Objective(NamedTuple):
   loss: Callable
+  defaults: Callable | None = None
   init: Callable = no_state
   update: Callable | None = None
   optimizer: Callable | None = None
@@ -125,7 +132,7 @@ class Objective(NamedTuple):
 
 
 def _registry() -> dict[str, Objective]:
-  # Imported here so that the method modules can import this package's types.
+  # Imported here so that the method modules can import this package's types and functions.
   from syncon_jax.objectives import (
     byol,
     moco,
@@ -154,13 +161,50 @@ def _registry() -> dict[str, Objective]:
   }
 
 
-OBJECTIVES: dict[str, Objective] = _registry()
-
-
 def get_objective(name: str) -> Objective:
   if name not in OBJECTIVES:
     raise ConfigError(f"Unknown objective.name {name!r}; valid: {sorted(OBJECTIVES)}")
   return OBJECTIVES[name]
+
+
+def configure(c: ml_collections.ConfigDict, name: str) -> None:
+  """Makes `name` the objective of the config c: sets c.objective.name and c.objective.<name>, the
+  objective's block from its `defaults(c)` hook (which may also set the keys of c's other sections
+  that the method needs: BYOL's predictor and augmentations, MoCo's temperature). A block of
+  another objective is removed; the objective's own block, if c has it, is kept as it is. Keys
+  that another objective's hook set elsewhere (MoCo's temperature, BYOL's views) stay: a config
+  file builds a fresh config for each objective, as the experiment's config_builder does."""
+  objective = get_objective(name)
+  with c.unlocked():  # a parsed config is locked: no key may come or go by accident
+    for other in OBJECTIVES:
+      if other != name and other in c.objective:
+        del c.objective[other]
+    c.objective.name = name
+    if objective.defaults is not None and name not in c.objective:
+      c.objective[name] = objective.defaults(c)
+
+
+def settings(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """config.objective -> the objective's settings: the shared keys and its own block's, as one
+  dict (what every hook gets as `config`). A block of another objective, or a missing block, is
+  a ConfigError: they mean --config.objective.name was overridden on the command line, which
+  would leave the block of the config file's objective in place."""
+  name = config.name
+  objective = get_objective(name)
+  others = sorted(k for k in config if k in OBJECTIVES and k != name)
+  missing = objective.defaults is not None and name not in config
+  if others or missing:
+    found = f"the block objective.{others[0]}" if others else f"no block objective.{name}"
+    raise ConfigError(
+      f"objective.name={name!r} but the config holds {found}: choose the objective with the "
+      f"config's variant, --config=<file>:objective={name}"
+    )
+  out = {k: v for k, v in config.items() if k not in OBJECTIVES}
+  for key, value in config.get(name, {}).items():
+    if key in out:
+      raise ConfigError(f"objective.{name}.{key} shadows the shared key objective.{key}")
+    out[key] = value
+  return ml_collections.ConfigDict(out)
 
 
 def init(objective: Objective, num_classes: int, feat_dim: int, model_params, config):
@@ -168,3 +212,7 @@ def init(objective: Objective, num_classes: int, feat_dim: int, model_params, co
   if objective.check_config is not None:
     objective.check_config(config)
   return objective.init(num_classes, feat_dim, model_params, config)
+
+
+# Last: the method modules import this package's types and `settings`.
+OBJECTIVES: dict[str, Objective] = _registry()

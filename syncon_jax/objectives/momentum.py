@@ -59,7 +59,7 @@ def target_projections(ctx, target: dict, images: jax.Array) -> jax.Array:
 def init_queue(queue_size: int, dim: int, *, seed: int, random: bool) -> dict:
   """A queue of `queue_size` rows: random unit rows (MoCo) or zeros with count 0 (empty)."""
   if not isinstance(queue_size, int) or queue_size < 1:
-    raise ConfigError(f"objective.queue_size must be a positive integer, got {queue_size!r}")
+    raise ConfigError(f"objective.<name>.queue_size must be a positive integer, got {queue_size!r}")
   if random:
     q = jax.random.normal(jax.random.key(seed), (queue_size, dim), jnp.float32)
     q = l2_normalize(q)
@@ -79,7 +79,7 @@ def enqueue(state: dict, keys: jax.Array) -> dict:
   size, n = queue.shape[0], keys.shape[0]
   if n > size:
     raise ConfigError(
-      f"objective.queue_size={size} is smaller than the {n} keys one step enqueues; raise it."
+      f"objective.<name>.queue_size={size} is smaller than the {n} keys one step enqueues; raise it."
     )
   rows = (state["ptr"] + jnp.arange(n, dtype=jnp.int32)) % size
   return {
@@ -94,7 +94,7 @@ def cosine_tau(step, base: float, total_steps: int) -> jax.Array:
   """BYOL's target decay: 1 - (1 - base) (cos(pi step / total_steps) + 1) / 2; base at 0, 1 at the
   end."""
   if total_steps < 1:
-    raise ConfigError(f"objective.total_steps must be >= 1, got {total_steps!r}")
+    raise ConfigError(f"objective.<name>.total_steps must be >= 1, got {total_steps!r}")
   frac = jnp.minimum(jnp.asarray(step, jnp.float32) / total_steps, 1.0)
   return 1.0 - (1.0 - base) * (jnp.cos(math.pi * frac) + 1.0) / 2.0
 

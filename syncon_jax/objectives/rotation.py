@@ -17,12 +17,12 @@ forward of the unrotated views).
 
 The classifier (kernel [feat_dim, 4], bias [4]) is this objective's trainable parameters, stepped
 like the supervised baseline's by plain SGD (under the trainer's optimiser) at
-objective.rotation_learning_rate.
+objective.rotation.learning_rate.
 """
 
 import jax
 import jax.numpy as jnp
-import optax
+import ml_collections
 
 from syncon_jax import losses
 from syncon_jax.errors import ConfigError
@@ -38,9 +38,12 @@ def init(num_classes: int, feat_dim: int, model_params, config) -> ObjectiveStat
   return ObjectiveState(params={"classifier": classifier}, buffers={})
 
 
-def optimizer(config) -> optax.GradientTransformation:
-  """Plain SGD on the rotation classifier at objective.rotation_learning_rate."""
-  return optax.sgd(config.rotation_learning_rate)
+def defaults(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """config.objective.rotation."""
+  del c
+  o = ml_collections.ConfigDict()
+  o.learning_rate = 0.1  # plain SGD on the 4-way classifier, as the supervised baseline's
+  return o
 
 
 def rotations(images: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -72,4 +75,4 @@ def loss(outputs, batch, state, ctx):
   return Loss(ce, {"rotation_accuracy": accuracy})
 
 
-OBJECTIVE = Objective(loss=loss, init=init, optimizer=optimizer)
+OBJECTIVE = Objective(loss=loss, defaults=defaults, init=init, optimizer=supervised.optimizer)

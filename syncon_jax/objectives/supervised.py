@@ -3,9 +3,9 @@
 The classifier (kernel [feat_dim, num_classes], bias [num_classes]) is this objective's trainable
 parameters (`ObjectiveState.params`), under the trainer's optimiser: the encoder (and not the
 projection head, which the loss never reads) trains at the model's rate, the classifier by plain
-SGD at objective.supervised_learning_rate (`optimizer`). Samples are every augmented view (outputs.features), each a
-labelled row; the loss is `losses.softmax_cross_entropy` (objective.supervised_label_smoothing)
-averaged over the rows.
+SGD at objective.<name>.learning_rate (`optimizer`). Samples are every augmented view
+(outputs.features), each a labelled row; the loss is `losses.softmax_cross_entropy`
+(objective.<name>.label_smoothing) averaged over the rows.
 
   supervised      real images only (slot 0).
   supervised_syn  real and synthetic images: every valid synthetic slot is one more labelled
@@ -13,6 +13,7 @@ averaged over the rows.
 """
 
 import jax.numpy as jnp
+import ml_collections
 import optax
 
 from syncon_jax import losses
@@ -43,16 +44,15 @@ def init(num_classes: int, feat_dim: int, model_params, config) -> ObjectiveStat
 
 
 def check_config(config) -> None:
-  if not 0 <= config.supervised_label_smoothing < 1:
+  if not 0 <= config.label_smoothing < 1:
     raise ConfigError(
-      "objective.supervised_label_smoothing must be in [0, 1), got "
-      f"{config.supervised_label_smoothing!r}"
+      f"objective.{config.name}.label_smoothing must be in [0, 1), got {config.label_smoothing!r}"
     )
 
 
 def optimizer(config) -> optax.GradientTransformation:
-  """Plain SGD on the classifier at objective.supervised_learning_rate."""
-  return optax.sgd(config.supervised_learning_rate)
+  """Plain SGD on the classifier at objective.<name>.learning_rate."""
+  return optax.sgd(config.learning_rate)
 
 
 def _loss(outputs, batch, state, ctx, with_synthetic: bool):
@@ -66,7 +66,7 @@ def _loss(outputs, batch, state, ctx, with_synthetic: bool):
   out = logits(rows, state.params["classifier"])
   # Per-row cross-entropy from the tested loss (its own mean would count placeholder rows).
   per_row = losses.softmax_cross_entropy(
-    out, labels, label_smoothing=ctx.config.supervised_label_smoothing, reduction="none"
+    out, labels, label_smoothing=ctx.config.label_smoothing, reduction="none"
   )
   count = jnp.maximum(jnp.sum(weight), 1)
   correct = (jnp.argmax(out, axis=-1) == labels).astype(jnp.float32)
@@ -82,11 +82,24 @@ def loss_with_synthetic(outputs, batch, state, ctx):
   return _loss(outputs, batch, state, ctx, with_synthetic=True)
 
 
+def defaults(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """config.objective.supervised (and .supervised_syn)."""
+  del c
+  o = ml_collections.ConfigDict()
+  # The classifier's plain SGD rate: ResNet's (He et al. 2016, there with momentum 0.9). Untuned:
+  # plain SGD on CE is stable below about 2 * num_classes / |mean feature|^2, which a wide
+  # encoder's features may break.
+  o.learning_rate = 0.1
+  o.label_smoothing = 0.0  # the plain cross-entropy baseline
+  return o
+
+
 OBJECTIVE = Objective(
-  loss=loss_real_only, init=init, optimizer=optimizer, check_config=check_config
+  loss=loss_real_only, defaults=defaults, init=init, optimizer=optimizer, check_config=check_config
 )
 OBJECTIVE_SYN = Objective(
   loss=loss_with_synthetic,
+  defaults=defaults,
   init=init,
   optimizer=optimizer,
   check_config=check_config,

@@ -1,6 +1,6 @@
 """SynCon: SupCon over real anchors, with synthetic positives weighted per class.
 
-The weights come from a scheme in syncon_jax/weighting.py (config.objective.weighting). The
+The weights come from a scheme in syncon_jax/weighting.py (config.objective.syncon.weighting). The
 scheme's state is split by its `trainable` keys: those are this objective's parameters (under
 the trainer's optimiser, at the scheme's own rate), the rest its buffers (running statistics,
 meta-weights, an EMA of the model), moved by the scheme's `update`. Both are checkpointed.
@@ -8,10 +8,44 @@ meta-weights, an EMA of the model), moved by the scheme's `update`. Both are che
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 
 from syncon_jax import losses, weighting
 from syncon_jax.objectives import Loss, Objective, ObjectiveState
+
+
+def defaults(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """config.objective.syncon: the weighting scheme and every scheme's settings."""
+  o = ml_collections.ConfigDict()
+  o.weighting = "auto"  # syncon_jax/weighting.py's SCHEMES
+  o.synthetic_weight = 0.5  # 'fixed': the weight; 'learned', 'hypernet': the initial weight
+  # Where synthetic rows sit in the denominators (losses.SYNTHETIC_DENOMINATORS): 'all' is the
+  # proposal's literal form; 'weighted' scales row u by its weight there too, so w = 0 equals
+  # removing the class's synthetic images (README "Few-shot: does SynCon pay?").
+  o.synthetic_denominator = "all"
+  # lambda sets the level the weights settle at (w_c ~ lambda / dL/dw_c, about 2 lambda here).
+  o.weight_lambda = 0.25  # 'learned', 'hypernet': lambda of the -lambda * sum log w term
+  o.weight_learning_rate = 0.5  # 'learned', 'hypernet': SGD step on the weights' parameters
+  o.hypernet_hidden = 16
+  o.hypernet_seed = 0
+  o.stats_decay = 0.95  # per-class running statistics of the embeddings
+  o.agreement_temperature = 0.1  # the 'soft' agreement score's softmax temperature
+  o.spread_k = 2.0  # 'within': at most k real standard deviations below the real mean cosine
+  # 'auto': real-only steps that measure agreement; a reference, so it follows total_steps.
+  o.probation_steps = c.get_ref("total_steps") // 3
+  o.auto_score = "nearest"  # 'auto': which agreement score becomes the weight
+  o.probation_ssl_weight = 1.0  # 'auto': SimCLR on synthetic images during probation
+  # 'meta', 'meta_hypernet' (syncon_jax/meta_weighting.py): the meta-gradient of SupCon on the
+  # real images under fresh views, through meta_unroll SGD steps of size meta_inner_lr on SynCon.
+  o.meta_every = 1  # a meta-gradient every n steps (n > 1: a lax.cond, slow on XLA:CPU)
+  o.meta_inner_lr = 0.1  # the lookahead's SGD step
+  o.meta_unroll = 1  # lookahead steps (each adds a forward and backward pass and its second order)
+  o.meta_learning_rate = 0.02  # 'meta': w moves by this times the centred, normalised gradient
+  o.meta_hypernet_learning_rate = 0.5  # 'meta_hypernet': the MLP's step on the pulled-back one
+  o.meta_params = "online"  # lookahead from the current parameters, or 'ema': from their EMA
+  o.meta_ema_decay = 0.99  # meta_params='ema'
+  return o
 
 
 def _scheme(config) -> weighting.Scheme:
@@ -91,6 +125,7 @@ def summarize(state, class_names, config):
 
 OBJECTIVE = Objective(
   loss=loss,
+  defaults=defaults,
   init=init,
   update=update,
   optimizer=optimizer,

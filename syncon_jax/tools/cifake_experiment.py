@@ -245,7 +245,7 @@ def syncon_config(config, arch: str, seed: int, synthetic_dir: str) -> ml_collec
   c.checkpoint_every_steps = s.syncon_steps
   c.log_every_steps = max(1, s.syncon_steps // 4)
   c.optimizer.warmup_steps = min(c.optimizer.warmup_steps, max(1, s.syncon_steps // 10))
-  c.objective.probation_steps = max(1, s.syncon_steps // 3)
+  c.objective.syncon.probation_steps = max(1, s.syncon_steps // 3)
   c.data.synthetic_dir = synthetic_dir
   return c
 

@@ -10,13 +10,13 @@ import json
 import os
 from collections.abc import Callable
 
-from syncon_jax import losses
+from syncon_jax import losses, objectives
 from syncon_jax.errors import ConfigError
 
 
 def split_method(method: str) -> tuple[str, str]:
   """'supcon_syn@clean' -> ('supcon_syn', 'clean'); no '@' -> (method, 'corrupted'). A
-  '+<form>' suffix on the base ('syncon-fixed+weighted') sets objective.synthetic_denominator.
+  '+<form>' suffix on the base ('syncon-fixed+weighted') sets objective.syncon.synthetic_denominator.
 
   The synthetic sets: 'corrupted' (the experiment's renders), 'clean' (rendered without
   corruption), 'oracle' (the corrupted classes' folders removed), 'without-<class>' (that class's
@@ -63,8 +63,9 @@ def config_builder(config_file: str, overrides: dict) -> Callable:
   """-> make(objective, weighting): the config file's get_config with those variants, then the
   command line's --config.* overrides.
 
-  Built from the file rather than by editing one ConfigDict, because a config decides some keys
-  from the objective (BYOL's predictor, MoCo's temperature).
+  Built from the file rather than by editing one ConfigDict, because a config file states its
+  facts for the objective it is built for (common.set_block_keys: the data set's queue size, the
+  few-shot variant's meta-gradient settings), which an edited copy would miss.
   """
   path, _, arg = config_file.partition(":")
   spec = importlib.util.spec_from_file_location("experiment_config", path)
@@ -92,9 +93,9 @@ def _edit_config(config) -> Callable:
 
   def make(objective: str, weighting: str | None):
     c = copy.deepcopy(config)
-    c.objective.name = objective
+    objectives.configure(c, objective)
     if weighting is not None:
-      c.objective.weighting = weighting
+      c.objective.syncon.weighting = weighting
     return c
 
   return make
@@ -110,7 +111,7 @@ def method_config(make, config, method: str, seed: int, synthetic_dir: str):
   c = make(*parse_method(method))
   c.seed = int(seed)
   if method_denominator(method) is not None:
-    c.objective.synthetic_denominator = method_denominator(method)
+    c.objective.syncon.synthetic_denominator = method_denominator(method)
   synthetic_set = split_method(method)[1]
   c.data.synthetic_dir = synthetic_set_dir(synthetic_dir, synthetic_set)
   clean = synthetic_set == "clean"
@@ -161,17 +162,11 @@ def utility_methods(config) -> list[str]:
 
 def _run_settings(config_dict: dict) -> dict:
   """The settings that make a run what it is: the whole config but the experiment section
-  (which lists the other runs), the intervals of logs and checkpoints, and keys that the run's
-  objective does not read."""
+  (which lists the other runs) and the intervals of logs and checkpoints. (A config holds only
+  its objective's own keys, so SynCon's settings never make a baseline's run another one.)"""
   out = {k: v for k, v in config_dict.items() if k != "experiment"}
   for key in ("log_every_steps", "checkpoint_every_steps", "keep_checkpoints"):
     out.pop(key, None)
-  objective = dict(out.get("objective", {}))
-  if objective.get("name") != "syncon":
-    # Only SynCon reads the denominator form: another objective's run is the same run under
-    # either (so changing the default does not retrain the baselines).
-    objective.pop("synthetic_denominator", None)
-  out["objective"] = objective
   return out
 
 
