@@ -44,6 +44,7 @@ CASES = (
   "byol",
   "byol_nn",
   "rotation",
+  "align_uniform",
 )
 
 

@@ -17,6 +17,7 @@ Variants, comma separated after the colon:
                                         --config.objective.byol_nn.neighbors_file=runs/latent_vae/nn.npz
                                         neighbours from a latent model, see syncon_jax/latent)
   objective=rotation                    rotation prediction (Gidaris et al. 2018) on the real digits
+  objective=align_uniform               alignment and uniformity (Wang and Isola 2020), real digits
   weighting=auto|fixed|learned|hypernet|proto_sim|meta|meta_hypernet
                                         (default auto; see syncon_jax/weighting.py)
   fewshot                               the few-shot regime (data.real_per_class labelled

@@ -14,6 +14,7 @@ from conftest import StepInputs, stopped_after
 from configs import cifar10, digits
 from syncon_jax import losses, objectives, train
 from syncon_jax.errors import ConfigError
+from syncon_jax.objectives import align_uniform
 
 B, S, V, D, F, C = 6, 2, 2, 5, 7, 3
 
@@ -425,9 +426,87 @@ def test_supervised_trains_and_resumes_its_classifier_exactly(synthetic_dir, tmp
     np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.parametrize("name", ["simclr", "stablerep", "triplet", "supervised", "supervised_syn"])
+@pytest.mark.parametrize(
+  "name", ["simclr", "stablerep", "triplet", "supervised", "supervised_syn", "align_uniform"]
+)
 def test_configs_accept_every_baseline(name):
   for module in (digits, cifar10):
     config = module.get_config(f"objective={name},runlocal")
     assert config.objective.name == name
     _init(name, objectives.settings(config.objective), 10, 8)
+
+
+# ----------------------------------------------------------------------------------------------
+# align_uniform
+
+
+def _np_align_uniform(x, y, alpha, t, weight):
+  """Wang and Isola 2020's align_loss + weight * mean of the two uniform_loss, in float64."""
+  x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+  align = np.mean([np.linalg.norm(a - b) ** alpha for a, b in zip(x, y, strict=True)])
+
+  def uniform(u):
+    pairs = [(i, j) for i in range(len(u)) for j in range(i + 1, len(u))]
+    return np.log(np.mean([np.exp(-t * np.sum((u[i] - u[j]) ** 2)) for i, j in pairs]))
+
+  return align + weight * (uniform(x) + uniform(y)) / 2
+
+
+@pytest.mark.parametrize("alpha, t, weight", [(2.0, 2.0, 1.0), (1.0, 3.0, 0.5)])
+def test_align_uniform_matches_numpy(alpha, t, weight):
+  inp = _inputs()
+  cfg = _cfg("align_uniform")
+  cfg.alpha, cfg.t, cfg.uniform_weight = alpha, t, weight
+  loss, metrics = _loss("align_uniform", inp, cfg)
+  z = np.asarray(inp.z[:, 0], np.float64)
+  assert float(loss) == pytest.approx(
+    _np_align_uniform(z[:, 0], z[:, 1], alpha, t, weight), rel=1e-5
+  )
+  assert float(metrics["align"]) == pytest.approx(_np_align_uniform(z[:, 0], z[:, 1], alpha, t, 0))
+  with jax.enable_x64(True):  # the formula itself, to float64 rounding
+    x, y = jnp.asarray(z[:, 0]), jnp.asarray(z[:, 1])
+    got = (
+      align_uniform.align(x, y, alpha)
+      + weight * (align_uniform.uniform(x, t) + align_uniform.uniform(y, t)) / 2
+    )
+    np.testing.assert_allclose(
+      got, _np_align_uniform(z[:, 0], z[:, 1], alpha, t, weight), rtol=1e-12
+    )
+
+
+def test_align_uniform_ignores_labels_and_synthetic_slots():
+  inp = _inputs()
+  loss, _ = _loss("align_uniform", inp)
+  other = inp._replace(
+    labels=inp.labels[::-1],
+    z=inp.z.at[:, 1:].set(_inputs(seed=1).z[:, 1:]),
+    synthetic_valid=~inp.synthetic_valid,
+  )
+  assert float(_loss("align_uniform", other)[0]) == float(loss)
+  assert not objectives.get_objective("align_uniform").uses_synthetic(_cfg("align_uniform"))
+
+
+def test_align_uniform_config_block_and_its_checks():
+  config = digits.get_config("objective=align_uniform")
+  assert dict(config.objective.align_uniform) == {"alpha": 2.0, "t": 2.0, "uniform_weight": 1.0}
+  cfg = _cfg("align_uniform")
+  cfg.n_views = 3
+  with pytest.raises(ConfigError, match="n_views=2"):
+    _init("align_uniform", cfg)
+  cfg = _cfg("align_uniform")
+  cfg.t = 0.0
+  with pytest.raises(ConfigError, match=r"objective\.align_uniform\.t must be > 0"):
+    _init("align_uniform", cfg)
+
+
+def test_align_uniform_trains(synthetic_dir, tmp_path):
+  """24 trainer steps at batch 64 (on the runlocal batch of 16 the uniformity term is too noisy
+  for a short run): the loss over steps 21-24 is below steps 1-4, and so is uniformity."""
+  config = _config(
+    "align_uniform", synthetic_dir, total_steps=24, checkpoint_every_steps=24, batch_size=64
+  )
+  train.train_and_evaluate(config, str(tmp_path))
+  rows = _logged(str(tmp_path))
+  first, last = rows[:4], rows[-4:]
+  assert np.mean([r["loss"] for r in last]) < np.mean([r["loss"] for r in first]) - 0.2, rows
+  assert np.mean([r["uniform"] for r in last]) < np.mean([r["uniform"] for r in first])

@@ -134,6 +134,7 @@ class Objective(NamedTuple):
 def _registry() -> dict[str, Objective]:
   # Imported here so that the method modules can import this package's types and functions.
   from syncon_jax.objectives import (
+    align_uniform,
     byol,
     moco,
     rotation,
@@ -158,6 +159,7 @@ def _registry() -> dict[str, Objective]:
     "byol": byol.OBJECTIVE,
     "byol_nn": byol.OBJECTIVE_NN,
     "rotation": rotation.OBJECTIVE,
+    "align_uniform": align_uniform.OBJECTIVE,
   }
 
 
