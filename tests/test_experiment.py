@@ -41,12 +41,15 @@ def test_method_names():
 
 
 def test_builder_applies_the_variant_and_the_overrides():
-  make = experiment_plan.config_builder("configs/digits.py:runlocal", {"model.width": 2})
+  make = experiment_plan.config_builder(
+    "configs/digits.py:runlocal", {"model.width": 2, "objective.syncon.meta_every": 3}
+  )
   c = make("byol", None)
   assert c.objective.name == "byol" and c.model.predictor_hidden_dim > 0  # decided by the file
-  assert c.runlocal and c.model.width == 2
+  assert c.runlocal and c.model.width == 2 and "syncon" not in c.objective
   c = make("syncon", "learned")
   assert c.objective.syncon.weighting == "learned" and c.model.predictor_hidden_dim == 0
+  assert c.objective.syncon.meta_every == 3
 
 
 def test_summary_reads_every_run(tmp_path):
@@ -295,6 +298,22 @@ def test_the_denominator_form_is_a_setting_of_syncon_runs_only():
   )
   assert c["objective"]["syncon"]["synthetic_denominator"] == "all"
   assert experiment_plan._run_settings(c) != experiment_plan._run_settings(d)
+
+
+def test_a_run_written_before_the_objective_blocks_is_trained_again(tmp_path):
+  config = digits.get_config("weighting=meta")
+  old = json.loads(config.to_json())
+  old["objective"].update(old["objective"].pop("syncon"))  # the flat layout
+  (tmp_path / "config.json").write_text(json.dumps(old))
+  assert not experiment_plan.is_same_run(config, str(tmp_path))
+  (tmp_path / "config.json").write_text(config.to_json())
+  assert experiment_plan.is_same_run(config, str(tmp_path))
+  # A baseline has no block either way: its older runs still count.
+  supcon = digits.get_config("objective=supcon")
+  old = json.loads(supcon.to_json())
+  old["objective"]["weighting"] = "auto"  # the flat layout's unread SynCon keys
+  (tmp_path / "config.json").write_text(json.dumps(old))
+  assert experiment_plan.is_same_run(supcon, str(tmp_path))
 
 
 def test_keys_added_by_later_code_do_not_retrain():

@@ -61,7 +61,9 @@ def parse_method(method: str) -> tuple[str, str | None]:
 
 def config_builder(config_file: str, overrides: dict) -> Callable:
   """-> make(objective, weighting): the config file's get_config with those variants, then the
-  command line's --config.* overrides.
+  command line's --config.* overrides. An override of another objective's block
+  (--config.objective.syncon.meta_every=1 for the baselines' runs) is left out: the flag parser
+  already checked every override against the base config, so a missing section is not a typo.
 
   Built from the file rather than by editing one ConfigDict, because a config file states its
   facts for the objective it is built for (common.set_block_keys: the data set's queue size, the
@@ -81,8 +83,9 @@ def config_builder(config_file: str, overrides: dict) -> Callable:
       *sections, name = key.split(".")
       node = c
       for section in sections:
-        node = node[section]
-      node[name] = value
+        node = node.get(section) if node is not None else None
+      if node is not None:
+        node[name] = value
     return c
 
   return make
@@ -178,11 +181,19 @@ def _same_settings(old, new) -> bool:
   return old == new
 
 
+def _blocks(config_dict: dict) -> list[str]:
+  """The objective blocks a config holds (none in a config written before the blocks)."""
+  return sorted(k for k in config_dict.get("objective", {}) if k in objectives.OBJECTIVES)
+
+
 def is_same_run(config, workdir: str) -> bool:
-  """Whether <workdir>/config.json was written for this config (settings that matter)."""
+  """Whether <workdir>/config.json was written for this config (settings that matter). A config
+  written before the objective blocks kept the objective's keys flat, where _same_settings would
+  skip them: a run whose blocks differ is another run."""
   path = os.path.join(workdir, "config.json")
   if not os.path.exists(path):
     return False
   with open(path) as f:
     old = json.load(f)
-  return _same_settings(_run_settings(old), _run_settings(json.loads(config.to_json())))
+  new = json.loads(config.to_json())
+  return _blocks(old) == _blocks(new) and _same_settings(_run_settings(old), _run_settings(new))
