@@ -1,6 +1,7 @@
 """tools/experiment: the AUC of clean over corrupted classes, method names, the report."""
 
 import copy
+import itertools
 import json
 import os
 import re
@@ -340,3 +341,40 @@ def test_progress_formats_given_durations_with_the_trainers_eta():
     "2.5 h",
   ]
   assert (progress.eta(6, 2.0), progress.eta(6, 0.0)) == ("3s", "?")
+
+
+def _ranks(x):
+  return np.argsort(np.argsort(x)).astype(np.float64)
+
+
+def _np_spearman(x, y):
+  """Spearman's rho for data without ties: Pearson's r of the ranks."""
+  return float(np.corrcoef(_ranks(x), _ranks(y))[0, 1])
+
+
+def test_utility_reliability_is_the_split_half_agreement_of_u():
+  rng = np.random.default_rng(3)
+  names = [str(c) for c in range(6)]
+  effect = np.array([0.0, 1.0, 2.0, 3.0, -4.0, -5.0])
+  u = effect[:, None] + 2.0 * rng.normal(size=(6, 6))  # [class, seed]
+  utility = {n: {"per_seed": dict(enumerate(u[i]))} for i, n in enumerate(names)}
+  got = experiment_report.utility_reliability(utility, ["4", "5"])
+  # Every split of the 6 seeds into 3 + 3, both orders, by brute force.
+  rhos = []
+  clean_rhos = []
+  for a in itertools.combinations(range(6), 3):
+    b = [s for s in range(6) if s not in a]
+    rhos.append(_np_spearman(u[:, list(a)].mean(1), u[:, b].mean(1)))
+    clean_rhos.append(_np_spearman(u[:4, list(a)].mean(1), u[:4, b].mean(1)))
+  assert got["split_half"] == pytest.approx(np.mean(rhos))
+  assert got["clean_split_half"] == pytest.approx(np.mean(clean_rhos))
+  r = np.mean(rhos)
+  assert got["reliability"] == pytest.approx(2 * r / (1 + r))
+  # rho with ties (the nominal labels 1, 1, 1, 1, 0, 0): Pearson's r of their average ranks.
+  tied = np.array([3.5, 3.5, 3.5, 3.5, 1.5, 1.5])
+  assert got["nominal_rho"] == pytest.approx(np.corrcoef(tied, _ranks(u.mean(1)))[0, 1])
+  # Noise-free class effects: U agrees with itself exactly.
+  exact = {n: {"per_seed": dict.fromkeys(range(4), effect[i])} for i, n in enumerate(names)}
+  assert experiment_report.utility_reliability(exact, ["4", "5"])["split_half"] == pytest.approx(1)
+  short = {n: {"per_seed": {0: 1.0, 1: 2.0, 2: 0.0}} for n in names}
+  assert experiment_report.utility_reliability(short, ["4"])["split_half"] is None

@@ -2,6 +2,7 @@
 under <root>/runs (results.json), its markdown (results.md) and the weights plot (weights.png).
 """
 
+import itertools
 import json
 import os
 from collections.abc import Sequence
@@ -103,6 +104,49 @@ def utility_table(config, pool: dict[str, dict[int, float]]) -> dict:
   return out
 
 
+def utility_reliability(utility: dict, nominal_bad: Sequence[str], max_splits: int = 500) -> dict:
+  """How far U's ranking of the classes can be trusted, and so how high any weights' Spearman rho
+  against it can honestly go.
+
+  split_half: the mean over splits of the seeds into two halves of rho(U of one half, U of the
+    other) (every split when there are at most max_splits, else max_splits drawn with seed 0);
+    clean_split_half: the same over the classes not in nominal_bad.
+  reliability: the Spearman-Brown step-up of split_half to all seeds, 2 r / (1 + r).
+  nominal_rho: rho(the nominal labels as weights, 1 clean and 0 bad, U's mean): what weights
+    that separate the bad classes perfectly, and tie the others, score.
+  None where fewer than 4 seeds (or 3 classes) leave nothing to split.
+  """
+  names = list(utility)
+  seeds = sorted(set.intersection(*(set(utility[n]["per_seed"]) for n in names)))
+  u = np.array([[utility[n]["per_seed"][s] for s in seeds] for n in names])  # [class, seed]
+  if len(seeds) < 4 or len(names) < 3:
+    return {"split_half": None, "clean_split_half": None, "reliability": None, "nominal_rho": None}
+  half = len(seeds) // 2
+  splits = list(itertools.combinations(range(len(seeds)), half))
+  if len(splits) > max_splits:
+    rng = np.random.default_rng(0)
+    splits = [tuple(rng.choice(len(seeds), half, replace=False)) for _ in range(max_splits)]
+  clean = [i for i, n in enumerate(names) if n not in nominal_bad]
+
+  def split_rho(rows):
+    rhos = []
+    for a in splits:
+      b = [s for s in range(len(seeds)) if s not in a]
+      rho = spearman(u[rows][:, list(a)].mean(1), u[rows][:, b].mean(1))
+      if rho is not None:
+        rhos.append(rho)
+    return float(np.mean(rhos)) if rhos else None
+
+  r = split_rho(list(range(len(names))))
+  nominal = [0.0 if n in nominal_bad else 1.0 for n in names]
+  return {
+    "split_half": r,
+    "clean_split_half": split_rho(clean) if len(clean) >= 3 else None,
+    "reliability": None if r is None else 2 * r / (1 + r),
+    "nominal_rho": spearman(nominal, u.mean(1)),
+  }
+
+
 def render_audit(data_config, synthetic_dir: str) -> dict:
   """How an independent critic sees each synthetic class, for reading the weights against.
 
@@ -184,6 +228,9 @@ def summarise(config, root: str) -> dict:
   if config.experiment.get("utility") and pool:
     utility = utility_table(config, pool)
     out["utility"] = utility
+    out["utility_reliability"] = utility_reliability(
+      utility, [str(c) for c in config.experiment.corrupt_classes]
+    )
     u_mean = [utility[n]["mean"] for n in config.experiment.class_names]
     harmful = [n for n in config.experiment.class_names if utility[n]["verdict"] == "harmful"]
     helpful = [n for n in config.experiment.class_names if utility[n]["verdict"] == "helpful"]
@@ -261,6 +308,17 @@ def markdown_fewshot(summary: dict) -> list[str]:
       ws = [f"{np.mean([w[name] for w in methods[m]['final_weights']]):.2f}" for m in schemes]
       nominal = summary["corruption"] if name in corrupted else "clean"
       lines.append(f"| {name} | {nominal} | {_pct(u)} | {u['verdict']} | " + " | ".join(ws) + " |")
+    rel = summary.get("utility_reliability") or {}
+    if rel.get("split_half") is not None:
+      clean = rel["clean_split_half"]
+      lines += [
+        "",
+        f"How far U's ranking can be trusted: split-half Spearman rho {rel['split_half']:.2f} "
+        f"(among the clean classes {'–' if clean is None else f'{clean:.2f}'}), reliability "
+        f"over all seeds {rel['reliability']:.2f}; the nominal labels as weights (1 clean, 0 "
+        f"corrupted) score rho(w, U) = {rel['nominal_rho']:.2f}. No weights can agree with U "
+        "much beyond what U agrees with itself.",
+      ]
   return lines
 
 
