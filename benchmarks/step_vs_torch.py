@@ -59,6 +59,8 @@ SHAPES = {
   "demo": ("resnet18", 8, 16, 512, 256, 64),  # configs/digits.py
   "standard": ("resnet18", 64, 32, 256, 512, 128),  # SupContrast's CIFAR ResNet-18
   "resnet50": ("resnet50", 64, 32, 64, 2048, 128),  # SupContrast's CIFAR ResNet-50
+  # configs/digits.py:fewshot (20 real + 80 synthetic images, 2 views); ours only (seeds_vmap.py)
+  "fewshot": ("resnet_tiny", 8, 16, 200, 256, 64),
 }
 TEMPERATURE = 0.1
 LR, MOMENTUM, WEIGHT_DECAY = 0.05, 0.9, 1e-4
@@ -66,7 +68,7 @@ BN_MOMENTUM = 0.9  # Flax's convention; PyTorch's is 1 - this
 # Train-mode BatchNorm divides by each batch's spread, which magnifies float32 rounding with
 # depth: ResNet-18's features agree to ~2e-6, ResNet-50's (16 bottlenecks) to ~7e-5. A wrong
 # copy differs by O(1).
-FEATURE_RTOL = {"demo": 1e-5, "standard": 1e-5, "resnet50": 2e-4}
+FEATURE_RTOL = {"demo": 1e-5, "standard": 1e-5, "resnet50": 2e-4, "fewshot": 1e-5}
 N_CLASSES = 10
 
 
