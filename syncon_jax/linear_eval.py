@@ -31,7 +31,7 @@ from absl import flags, logging
 from flax import nnx
 from ml_collections import config_flags
 
-from syncon_jax import augment, checkpoint, cli, data, metrics, platform, validate
+from syncon_jax import augment, checkpoint, cli, data, platform, validate
 from syncon_jax.data import folders
 from syncon_jax.errors import ConfigError, exit_on_user_error
 from syncon_jax.evaluators import embedding_map, finetune, health, linear_probe, protocols, report
@@ -354,8 +354,7 @@ def evaluate_all(config, workdir: str, step: int | None = None) -> dict:
 def main(argv) -> None:
   if len(argv) > 1:
     cli.fail(f"unexpected arguments {argv[1:]}: flags take the form --name=value (see --helpshort)")
-  metrics.quiet_library_logs()
-  platform.configure()  # XLA CPU flags and the compilation cache, before jax starts a backend
+  platform.start_jax_program()
   if flags.FLAGS.dry_run:
     with exit_on_user_error():
       validate.check_config(flags.FLAGS.config, workdir=flags.FLAGS.workdir, for_eval=True)

@@ -27,7 +27,7 @@ from typing import Any
 from absl import flags, logging
 from ml_collections import config_flags
 
-from syncon_jax import cli, metrics, platform
+from syncon_jax import cli, platform
 from syncon_jax.errors import ConfigError, exit_on_user_error
 
 FLAGS = flags.FLAGS
@@ -161,9 +161,7 @@ def initialize_distributed(
 def main(argv) -> None:
   if len(argv) > 1:
     cli.fail(f"unexpected arguments {argv[1:]}: flags take the form --name=value (see --helpshort)")
-  metrics.quiet_library_logs()
-  # XLA CPU flags and the persistent compilation cache, before jax creates a backend.
-  platform.configure()
+  platform.start_jax_program()
   if FLAGS.dry_run:
     from syncon_jax import validate
 

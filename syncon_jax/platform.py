@@ -72,6 +72,16 @@ def configure(environ: MutableMapping[str, str] = os.environ) -> None:
   configure_compilation_cache(environ)
 
 
+def start_jax_program() -> None:
+  """What every program that runs jax does first, before jax creates a backend: quiet the
+  libraries' logs, set the XLA CPU flags and turn on the compilation cache. (Without it the
+  experiment tools trained under XLA's default flags and compiled every run's step afresh.)"""
+  from syncon_jax import metrics  # imports jax: not at this module's import (tools/generate)
+
+  metrics.quiet_library_logs()
+  configure()
+
+
 def cpu_model() -> str:
   """The CPU's model name from /proc/cpuinfo (for logs and benchmark records); 'unknown cpu'."""
   try:

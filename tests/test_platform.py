@@ -102,3 +102,32 @@ def test_default_xla_cpu_flags_leave_the_loss_curve_unchanged():
   np.testing.assert_allclose(with_flags["curve"][:2], without["curve"][:2], rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(with_flags["curve"], without["curve"], rtol=1e-3)
   assert with_flags["curve"][-1] < with_flags["curve"][0]  # it trains
+
+
+# Programs that never import jax (tools/generate runs beside PyTorch): nothing to configure.
+JAX_FREE_PROGRAMS = {"syncon_jax/tools/render_digits.py", "syncon_jax/tools/generate/__main__.py"}
+
+
+def test_every_jax_program_starts_with_the_platform_settings():
+  """The experiment tools trained under XLA's default flags and recompiled each run's step,
+  because only main and linear_eval configured the platform: every program (a module that runs
+  cli.run) now starts with platform.start_jax_program, but the jax-free ones."""
+  programs = set()
+  for root, _, files in os.walk(os.path.join(REPO, "syncon_jax")):
+    for name in files:
+      path = os.path.join(root, name)
+      with open(path, encoding="utf-8") as f:
+        if name.endswith(".py") and "cli.run(" in f.read():
+          programs.add(os.path.relpath(path, REPO))
+  assert JAX_FREE_PROGRAMS < programs and len(programs) >= 8
+  for path in sorted(programs - JAX_FREE_PROGRAMS):
+    with open(os.path.join(REPO, path), encoding="utf-8") as f:
+      assert "platform.start_jax_program()" in f.read(), path
+  # The jax-free programs stay so: importing them loads no jax.
+  for path in sorted(JAX_FREE_PROGRAMS):
+    module = path[:-3].replace("/", ".").removesuffix(".__main__")
+    code = (
+      f"import sys, importlib; importlib.import_module({module!r}); print('jax' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert out.stdout.strip() == "False", (path, out.stderr[-500:])

@@ -25,7 +25,7 @@ import optax
 from absl import app, flags, logging
 from flax import nnx
 
-from syncon_jax import data, loop, metrics
+from syncon_jax import data, loop, metrics, platform
 from syncon_jax.errors import ConfigError, exit_on_user_error
 from syncon_jax.latent import models
 
@@ -213,7 +213,7 @@ def define_flags() -> None:
 def main(argv) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")  # printed as usage, exit 1
-  metrics.quiet_library_logs()
+  platform.start_jax_program()
   with exit_on_user_error():
     train_and_write(FLAGS.config, FLAGS.workdir)
 

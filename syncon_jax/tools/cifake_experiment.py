@@ -39,7 +39,7 @@ from absl import flags, logging
 from flax import nnx
 from ml_collections import config_flags
 
-from syncon_jax import losses, metrics, models, train
+from syncon_jax import losses, models, platform, train
 from syncon_jax.data import cifake, folders, load_real
 from syncon_jax.errors import ConfigError, exit_on_user_error
 from syncon_jax.evaluators import linear_probe
@@ -459,7 +459,7 @@ if __name__ == "__main__":
   def main(argv) -> None:
     if len(argv) > 1:
       cli.fail(f"unexpected arguments {argv[1:]}: flags take the form --name=value")
-    metrics.quiet_library_logs()
+    platform.start_jax_program()
     config, workdir = flags.FLAGS.config, flags.FLAGS.workdir
     with exit_on_user_error():
       if flags.FLAGS.dry_run:

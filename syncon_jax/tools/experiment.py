@@ -42,7 +42,7 @@ from collections.abc import Callable, Sequence
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from syncon_jax import linear_eval, metrics, progress, train
+from syncon_jax import linear_eval, platform, progress, train
 from syncon_jax.data import folders
 from syncon_jax.errors import ConfigError, exit_on_user_error
 from syncon_jax.tools import render_digits
@@ -229,7 +229,7 @@ if __name__ == "__main__":
   def main(argv) -> None:
     if len(argv) > 1:
       raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    metrics.quiet_library_logs()
+    platform.start_jax_program()
     with exit_on_user_error():
       flag = flags.FLAGS["config"]
       make = config_builder(

@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags, logging
 
+from syncon_jax import platform
 from syncon_jax.errors import ConfigError, DataError, exit_on_user_error
 from syncon_jax.losses import l2_normalize
 
@@ -175,6 +176,7 @@ def main(argv: Sequence[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   FLAGS = flags.FLAGS
+  platform.start_jax_program()
   with exit_on_user_error():
     summary = run(
       FLAGS.latents, FLAGS.out, k=FLAGS.k, metric=FLAGS.metric, block_size=FLAGS.block_size
