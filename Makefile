@@ -42,8 +42,8 @@ demo: $(VENV)/.installed
 # Then the few-shot experiment (README "Few-shot: does SynCon pay?"): 2 real images per class,
 # supcon, supcon_syn (clean, corrupted, oracle), the weighting schemes and the utility runs (one
 # per class without its synthetic folder) over 10 seeds; report in $(EXPERIMENT_DIR)_fewshot/report.
-# 190 runs of about 25 s each on the 2-core machine (a meta run about 45 s): some 85 minutes
-# (measured 2026-12-02, two experiment processes sharing the machine at ~35 s a run each).
+# 190 runs: 26.5 minutes on the 2-core machine as two experiment processes on one root (measured
+# 2026-12-03; about 13 s a plain run, 40 s a meta run in each process).
 experiment: $(VENV)/.installed
 	$(PY) -m syncon_jax.tools.experiment --config=$(CONFIG) --workdir=$(EXPERIMENT_DIR)
 	JAX_COMPILATION_CACHE_DIR=$(EXPERIMENT_DIR)_fewshot/jax_cache \
