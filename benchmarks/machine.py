@@ -1,7 +1,11 @@
 """The machine a benchmark ran on, for its results file (no jax import: usable before flags)."""
 
+import json
 import os
 import platform
+import sys
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def machine() -> dict:
@@ -20,3 +24,20 @@ def machine() -> dict:
     pass
   info["loadavg"] = list(os.getloadavg())
   return info
+
+
+def header() -> dict:
+  """The first keys of every results file: the command as typed (from the repository root)
+  and the machine."""
+  return {
+    "command": " ".join([os.path.relpath(sys.argv[0], REPO), *sys.argv[1:]]),
+    "machine": machine(),
+  }
+
+
+def write_json(path: str, result: dict) -> None:
+  """Writes `result` to `path` whole or not at all (a killed benchmark keeps the old file)."""
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  with open(path + ".tmp", "w") as f:
+    json.dump(result, f, indent=2)
+  os.replace(path + ".tmp", path)

@@ -15,7 +15,6 @@ Writes benchmarks/results/seeds_vmap.json (or --out). Not wired into the trainer
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -25,7 +24,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
-from machine import machine  # noqa: E402
+from machine import header, write_json  # noqa: E402
 from step_vs_torch import REPO, jax_step, make_inputs  # noqa: E402  (sets the XLA flags before any backend starts)
 
 DEFAULT_OUT = os.path.join(REPO, "benchmarks", "results", "seeds_vmap.json")
@@ -95,8 +94,7 @@ def main() -> None:
         ((time.perf_counter() - t0) / args.steps, (time.process_time() - c0) / args.steps)
       )
   out = {
-    "command": " ".join([os.path.relpath(sys.argv[0], REPO), *sys.argv[1:]]),
-    "machine": machine(),
+    **header(),
     "versions": {"jax": jax.__version__},
     "shape": args.shape,
     "seeds": args.seeds,
@@ -110,8 +108,7 @@ def main() -> None:
       f"CPU {statistics.median(t[1] for t in ts):.2f} s/step"
     )
   out["loadavg_after"] = list(os.getloadavg())
-  with open(args.out, "w") as f:
-    json.dump(out, f, indent=2)
+  write_json(args.out, out)
   print(f"equal to the runs alone to {err:.1e}; wrote {args.out}")
 
 

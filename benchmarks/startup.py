@@ -16,7 +16,6 @@ Writes benchmarks/results/startup.json (or --out).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import subprocess
@@ -70,16 +69,14 @@ def main() -> None:
     cache = "" if args.no_cache else os.path.join(tmp, "cache")
     runs = [run_once(os.path.join(tmp, f"run{i}"), synthetic, cache) for i in range(2)]
   sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-  from machine import machine
+  from machine import header, write_json
 
   out = {
-    "command": " ".join([os.path.relpath(sys.argv[0], REPO), *sys.argv[1:]]),
-    "machine": machine(),
+    **header(),
     "cache": not args.no_cache,
     "runs": runs,
   }
-  with open(args.out, "w") as f:
-    json.dump(out, f, indent=2)
+  write_json(args.out, out)
   for i, r in enumerate(runs):
     print(
       f"run {i + 1}: process {r['process_wall_s']:.1f}s, first step {r['first_step_s']}s, "

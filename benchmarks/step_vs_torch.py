@@ -26,7 +26,6 @@ The XLA flags are the project's CPU defaults (`syncon_jax/platform.py`) unless X
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -38,7 +37,7 @@ sys.path.insert(0, REPO)
 from syncon_jax import platform as syncon_platform  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from machine import machine  # noqa: E402
+from machine import header, write_json  # noqa: E402
 
 # Before jax creates its CPU backend: the XLA CPU flags and the compilation cache, as in training.
 syncon_platform.configure()
@@ -401,8 +400,7 @@ def main() -> None:
     versions["torch_threads"] = torch.get_num_threads()
     versions["onednn"] = torch.backends.mkldnn.is_available()
   out = {
-    "command": " ".join([os.path.relpath(sys.argv[0], REPO), *sys.argv[1:]]),
-    "machine": machine(),
+    **header(),
     "versions": versions,
     "xla_flags": os.environ.get("XLA_FLAGS", ""),
     "rounds": args.rounds,
@@ -425,16 +423,9 @@ def main() -> None:
         line += f"  ratio {r['ratio_median']:.2f}"
       print(line + f"  load {r['loadavg_1min'][0]:.1f}", flush=True)
       out["total_s"] = time.perf_counter() - t0
-      write(out, args.out)  # after every shape: a run stopped early keeps what it measured
+      write_json(args.out, out)  # after every shape: a run stopped early keeps what it measured
   print(markdown_table(out))
   print(f"wrote {args.out} in {out['total_s']:.0f}s")
-
-
-def write(out: dict, path: str) -> None:
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  with open(path + ".tmp", "w") as f:
-    json.dump(out, f, indent=2)
-  os.replace(path + ".tmp", path)
 
 
 def markdown_table(out: dict) -> str:

@@ -43,6 +43,16 @@ CANDIDATES = {
     "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution "
     "--xla_cpu_prefer_vector_width=256"
   ),
+  # Independent thunks run concurrently: many small ops (the demo's 8-channel convolutions).
+  "ynn_no_conv_concurrent": (
+    "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution "
+    "--xla_cpu_enable_concurrency_optimized_scheduler=true"
+  ),
+  # Eigen's convolutions on one thread: splitting a tiny convolution may cost more than it saves.
+  "ynn_no_conv_eigen_1thread": (
+    "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution "
+    "--xla_cpu_multi_thread_eigen=false"
+  ),
 }
 
 
@@ -89,18 +99,15 @@ def summarise(runs: dict) -> list[dict]:
 
 def write(args, table: list[dict], total_s: float) -> None:
   sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-  from machine import machine
+  from machine import header, write_json
 
   result = {
-    "command": " ".join([os.path.relpath(sys.argv[0], REPO), *sys.argv[1:]]),
-    "machine": machine(),
+    **header(),
     "dtype": args.dtype,
     "total_s": total_s,
     "results": table,
   }
-  with open(args.out + ".tmp", "w") as f:
-    json.dump(result, f, indent=2)
-  os.replace(args.out + ".tmp", args.out)
+  write_json(args.out, result)
 
 
 def main() -> None:

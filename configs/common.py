@@ -125,6 +125,7 @@ def paper_config(
   c.checkpoint_every_steps = 1000
   c.keep_checkpoints = 3
 
+  small = stem == "cifar"
   c.data = ml_collections.ConfigDict()
   c.data.name = data_name
   # TFDS data directory, local or gs:// (None: ~/tensorflow_datasets).
@@ -139,10 +140,14 @@ def paper_config(
   c.data.synthetic_dir = optional(str)  # <dir>/<class name>/*.png, for supcon_syn and syncon
   c.data.synthetic_per_real = 1
   c.data.image_size = image_size
+  # The stored square the views are cropped from (evaluation: its centred image_size square):
+  # photos at 8/7 of the view, ImageNet's "resize 256, crop 224"; small images as they are.
+  # References, so that an image_size override (runlocal's 32 px) moves it too.
+  c.data.decode_size = c.data.get_ref("image_size") * (7 if small else 8) // 7
+  c.data.resize = "crop"  # "crop": shorter side to decode_size, centred square; "squash"
   c.data.mean = mean
   c.data.std = std
 
-  small = stem == "cifar"
   c.augment = ml_collections.ConfigDict()  # syncon_jax/augment/pipeline.py
   c.augment.ops = AUGMENT_OPS
   # SupContrast's recipe: crops from 20% of a 32 px image, from 8% of a photo (SimCLR).

@@ -66,7 +66,8 @@ def extract_features(model, images, config, n: int | None = None) -> np.ndarray:
   n = len(images) if n is None else n
   out = []
   for i in range(0, n, bs):
-    chunk = np.asarray(images[np.arange(i, min(i + bs, n))])
+    rows = np.asarray(images[np.arange(i, min(i + bs, n))])
+    chunk = augment.ops.center_crop(rows, config.data.image_size)
     # Pad the last chunk to the full batch so the encoder compiles once.
     padded = np.concatenate([chunk, np.zeros((bs - len(chunk), *chunk.shape[1:]), chunk.dtype)])
     x = preprocess(jnp.asarray(padded, jnp.float32) / 255.0, config)
@@ -233,7 +234,7 @@ def _load_synthetic(config, class_names):
   path = config.data.get("synthetic_dir")
   if not path or not os.path.isdir(path):
     return None
-  syn = folders.load_synthetic(path, class_names, image_size=config.data.image_size)
+  syn = folders.load_synthetic(path, class_names, **folders.decode_options(config.data))
   idx = _subsample(len(syn.labels), config.eval.health_max_samples, config.eval.health_seed)
   return folders.SyntheticSet(
     images=np.asarray(syn.images[idx]),

@@ -326,7 +326,7 @@ def load_data(config, uses_synthetic: bool):
         f"objective {config.objective.name!r} needs synthetic images: set data.synthetic_dir"
       )
     synthetic = folders.load_synthetic(
-      config.data.synthetic_dir, class_names, image_size=config.data.image_size
+      config.data.synthetic_dir, class_names, **folders.decode_options(config.data)
     )
   return train, class_names, synthetic
 

@@ -27,12 +27,19 @@ from syncon_jax.errors import ConfigError, DataError
 # ----------------------------------------------------------------------------- helpers
 
 
-def _ref(source, size: int, crop_bottom: int = 0) -> np.ndarray:
-  """Independent decode: full-resolution Pillow decode, crop, bilinear resize."""
+def _ref(source, size: int, crop_bottom: int = 0, resize: str = "crop") -> np.ndarray:
+  """Independent decode: full-resolution Pillow decode, banner cut, then the centred square
+  (resize="crop", resampled from the whole image as torchvision's Resize + CenterCrop) or the
+  whole image (resize="squash"), bilinear to size x size."""
   img = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source).convert("RGB")
   if crop_bottom:
     img = img.crop((0, 0, img.width, img.height - crop_bottom))
-  return np.asarray(img.resize((size, size), Image.Resampling.BILINEAR), np.uint8)
+  box = (0, 0, img.width, img.height)
+  if resize == "crop":
+    side = min(img.size)
+    x0, y0 = (img.width - side) // 2, (img.height - side) // 2
+    box = (x0, y0, x0 + side, y0 + side)
+  return np.asarray(img.resize((size, size), Image.Resampling.BILINEAR, box=box), np.uint8)
 
 
 def _image(rng, w: int, h: int, tint: int) -> np.ndarray:
@@ -475,6 +482,77 @@ def test_large_jpeg_decoded_at_reduced_scale_matches_full_decode(tmp_path):
   assert np.abs(got - _ref(str(tmp_path / "big.jpg"), 16)).max() <= 6
 
 
+# ----------------------------------------------------------------------------- stored size, resize
+
+
+def _margins_image() -> np.ndarray:
+  """30 wide, 20 high: a blue centred 20 px square between 5 px red margins."""
+  arr = np.zeros((20, 30, 3), np.uint8)
+  arr[:, :5, 0] = arr[:, 25:, 0] = 255
+  arr[:, 5:25, 2] = 255
+  return arr
+
+
+def test_resize_crop_keeps_the_centred_square_and_squash_keeps_the_margins(tmp_path):
+  path = str(tmp_path / "wide.png")
+  Image.fromarray(_margins_image()).save(path)
+  crop = folders.read_image(path, 20)  # the default: shorter side to 20, the centred square
+  expected = np.zeros((20, 20, 3), np.uint8)
+  expected[..., 2] = 255
+  np.testing.assert_array_equal(crop, expected)  # nothing stretched, no red margin left
+  squash = folders.read_image(path, 20, resize="squash")
+  assert squash[:, 0, 0].min() > 200 and squash[:, -1, 0].min() > 200  # the margins, squeezed
+  assert squash[:, 10, 2].min() == 255
+  # Taller than wide: the centred square is cut from the middle rows.
+  Image.fromarray(_margins_image().transpose(1, 0, 2)).save(path)
+  np.testing.assert_array_equal(folders.read_image(path, 20), expected)
+  lazy = folders.LazyImages([path, path], 10, resize="squash")
+  assert lazy.subset(np.array([1])).resize == "squash"
+  np.testing.assert_array_equal(lazy[[1]][0], _ref(path, 10, resize="squash"))
+  with pytest.raises(ConfigError, match="data.resize"):
+    folders.LazyImages([path], 10, resize="stretch")
+
+
+def test_decode_options_store_at_decode_size():
+  opts = folders.decode_options(_cfg(image_size=16, decode_size=None, decode_threads=3))
+  assert opts == {"image_size": 16, "resize": "crop", "num_threads": 3}
+  opts = folders.decode_options(_cfg(image_size=16, decode_size=18, resize="squash"))
+  assert opts == {"image_size": 18, "resize": "squash", "num_threads": None}
+  with pytest.raises(ConfigError, match="data.decode_size=12 is below data.image_size=16"):
+    folders.decode_options(_cfg(image_size=16, decode_size=12))
+
+
+def test_center_crop_matches_torchvision_offsets():
+  from syncon_jax.augment import ops
+
+  x = np.arange(2 * 19 * 18 * 3).reshape(2, 19, 18, 3)
+  # torchvision CenterCrop: top = int(round((19 - 16) / 2)) = 2, left = int(round(2 / 2)) = 1.
+  np.testing.assert_array_equal(ops.center_crop(x, 16), x[:, 2:18, 1:17])
+  np.testing.assert_array_equal(ops.center_crop(x[:, :16, :16], 16), x[:, :16, :16])
+  with pytest.raises(ValueError, match="16 px from images of 15x18"):
+    ops.center_crop(x[:, :15], 16)
+
+
+def test_features_of_images_stored_larger_are_those_of_the_centre(tmp_path):
+  import jax.numpy as jnp
+  from flax import nnx
+
+  from syncon_jax import linear_eval
+
+  class Pixels(nnx.Module):  # features = the preprocessed pixels the encoder is shown
+    def encode(self, x, train):
+      return jnp.reshape(x, (x.shape[0], -1))
+
+  config = _cfg(
+    data=_cfg(image_size=16, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25)),
+    eval=_cfg(batch_size=4),
+  )
+  stored = np.random.default_rng(0).integers(0, 256, (5, 18, 18, 3)).astype(np.uint8)
+  got = linear_eval.extract_features(Pixels(), stored, config)
+  centre = stored[:, 1:17, 1:17].astype(np.float64) / 255.0
+  np.testing.assert_allclose(got, ((centre - 0.5) / 0.25).reshape(5, -1), rtol=0, atol=1e-6)
+
+
 def test_image_folder_source(tmp_path):
   rng = np.random.default_rng(6)
   for split, n in (("train", 3), ("test", 2)):
@@ -548,6 +626,7 @@ def paper_data(birdsnap_dir, birdsnap_synthetic, aircraft_dir, cifake_dir) -> di
 # Each training run compiles its own step (~10 s of a CI core). A TFDS set (real-only SupCon) and a manual folder set with its synthetic folder (SynCon) train;
 # the rest load (every loader has its own tests above), which is what differs between them.
 TRAINED_CONFIGS = ["cifar10", "birdsnap"]
+PHOTO_CONFIGS = {"flowers102", "birdsnap", "aircraft"}  # the ImageNet stem's 224 px photos
 
 
 @pytest.mark.parametrize("name", sorted(set(PAPER_CONFIGS) - set(TRAINED_CONFIGS)))
@@ -561,7 +640,11 @@ def test_paper_config_loads_its_data(name, paper_data, tfds_mock):
   with tfds_mock() if name in TFDS_CONFIGS else contextlib.nullcontext():
     real, class_names, synthetic = train.load_data(config, uses_synthetic=False)
   assert len(class_names) == num_classes and synthetic is None
-  assert real.images.shape[1:] == (16, 16, 3) and len(real.labels) == num_train
+  # Photos are stored at 8/7 of the view (resize 256, crop 224), following the overridden
+  # image_size; small images as they are.
+  stored = 16 * 8 // 7 if name in PHOTO_CONFIGS else 16
+  assert config.data.decode_size == stored
+  assert real.images.shape[1:] == (stored, stored, 3) and len(real.labels) == num_train
 
 
 @pytest.mark.parametrize("name", TRAINED_CONFIGS)

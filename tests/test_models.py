@@ -372,3 +372,65 @@ def test_linear_classifier_matches_numpy():
   ref = h @ np.asarray(clf.fc.kernel[...], np.float64) + np.asarray(clf.fc.bias[...], np.float64)
   assert logits.shape == (5, 4) and logits.dtype == jnp.float32
   np.testing.assert_allclose(logits, ref, rtol=1e-5, atol=1e-5)
+
+
+def _numpy_conv(x: np.ndarray, k: np.ndarray, stride: int, pad: int) -> np.ndarray:
+  """float64 direct convolution: x [n, h, w, c], k [kh, kw, c, o] -> [n, ho, wo, o]."""
+  n, h, w, _ = x.shape
+  kh, kw, _, o = k.shape
+  xp = np.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+  ho, wo = (h + 2 * pad - kh) // stride + 1, (w + 2 * pad - kw) // stride + 1
+  out = np.zeros((n, ho, wo, o))
+  for i, j, a, b in np.ndindex(ho, wo, kh, kw):
+    out[:, i, j] += xp[:, i * stride + a, j * stride + b] @ k[a, b]
+  return out
+
+
+@pytest.mark.parametrize(
+  "h, w, stride, dense",
+  [(2, 2, 1, True), (4, 4, 2, True), (3, 3, 2, True), (2, 3, 1, False), (4, 4, 1, False)],
+)
+def test_small_map_conv_is_the_convolution_and_its_gradient(h, w, stride, dense):
+  # Up to DENSE_MAX_OUT_PIXELS (4) output pixels the convolution is one matmul; beyond it, or on
+  # a 2x3 output (6 pixels), lax's convolution. Either way the numbers are the convolution's.
+  from syncon_jax.models.resnet import DENSE_MAX_OUT_PIXELS, small_map_conv
+
+  rng = np.random.default_rng(h * 10 + w + stride)
+  x, k = rng.normal(size=(3, h, w, 5)), rng.normal(size=(3, 3, 5, 7))
+  dn = jax.lax.conv_dimension_numbers(x.shape, k.shape, ("NHWC", "HWIO", "NHWC"))
+  args = dict(window_strides=(stride, stride), padding=((1, 1), (1, 1)), dimension_numbers=dn)
+  with jax.enable_x64(True):
+    ours = lambda x, k: small_map_conv(x, k, **args)
+    lax_conv = lambda x, k: jax.lax.conv_general_dilated(x, k, **args)
+    y = np.asarray(ours(jnp.asarray(x), jnp.asarray(k)))
+    np.testing.assert_allclose(y, _numpy_conv(x, k, stride, 1), rtol=1e-12, atol=1e-12)
+    assert (y.shape[1] * y.shape[2] <= DENSE_MAX_OUT_PIXELS) == dense
+    jaxpr = str(jax.make_jaxpr(ours)(x, k))
+    assert ("conv_general_dilated" not in jaxpr) == dense
+    cot = rng.normal(size=y.shape)
+    grads = [
+      jax.grad(lambda x, k, f=f: jnp.sum(f(x, k) * cot), argnums=(0, 1))(x, k)
+      for f in (ours, lax_conv)
+    ]
+  for g_ours, g_lax in zip(*grads, strict=True):
+    np.testing.assert_allclose(g_ours, g_lax, rtol=1e-12, atol=1e-12)
+
+
+def test_resnet_uses_the_small_map_matmul_and_matches_lax_convolutions(monkeypatch):
+  # resnet_tiny at 8 px ends on small maps: its last stages go through the matmul. The same
+  # network with every convolution by lax agrees to float32 rounding.
+  from syncon_jax.models import resnet
+
+  x = images(size=8)
+
+  def run(model):
+    graphdef, state = nnx.split(model)
+    f = lambda s, x: nnx.merge(graphdef, s)(x, train=True)
+    return jax.jit(f)(state, x), str(jax.make_jaxpr(f)(state, x)).count("conv_general_dilated")
+
+  (h, z), convs = run(create_model(model_config(), rngs=nnx.Rngs(0)))
+  monkeypatch.setattr(resnet, "DENSE_MAX_OUT_PIXELS", 0)
+  (h_plain, z_plain), convs_plain = run(create_model(model_config(), rngs=nnx.Rngs(0)))
+  assert 0 < convs < convs_plain
+  np.testing.assert_allclose(h, h_plain, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(z, z_plain, rtol=1e-5, atol=1e-5)

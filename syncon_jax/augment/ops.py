@@ -36,7 +36,20 @@ Array = jax.Array
 
 
 # ----------------------------------------------------------------------------------------------
-# Random resized crop.
+# Random resized crop, and the centre crop evaluation sees instead.
+
+
+def center_crop(images, size: int):
+  """The centred `size` square of `[..., height, width, c]` (numpy or JAX; a no-op at `size`).
+
+  Offsets as torchvision's CenterCrop: round((height - size) / 2). Evaluation's view of images
+  stored larger than `data.image_size` (`data.decode_size`): resize 256, centre crop 224.
+  """
+  height, width = images.shape[-3], images.shape[-2]
+  if min(height, width) < size:
+    raise ValueError(f"cannot centre-crop {size} px from images of {height}x{width}")
+  top, left = int(round((height - size) / 2)), int(round((width - size) / 2))
+  return images[..., top : top + size, left : left + size, :]
 
 
 def sample_crop_box(

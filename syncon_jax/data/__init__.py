@@ -23,6 +23,7 @@ from syncon_jax.data.folders import (
   LazyImages,
   Split,
   SyntheticSet,
+  decode_options,
   load_image_folder,
   load_synthetic,
   normalize_class_name,
@@ -67,14 +68,12 @@ def _load_image_folder(data_config: Any) -> tuple[Split, Split, list[str]]:
   """<manual_dir>/<train_split>/<class>/* and <manual_dir>/<test_split>/<class>/*; the classes
   are the train folders, test folders are matched to them by normalised name."""
   root = os.path.expanduser(_required(data_config, "manual_dir"))
-  size, lazy = _required(data_config, "image_size"), bool(data_config.get("lazy", False))
-  threads = data_config.get("decode_threads")
+  _required(data_config, "image_size")
+  kw = dict(lazy=bool(data_config.get("lazy", False)), **decode_options(data_config))
   train_dir = os.path.join(root, data_config.get("train_split") or "train")
   test_dir = os.path.join(root, data_config.get("test_split") or "test")
-  train, names = load_image_folder(train_dir, image_size=size, lazy=lazy, num_threads=threads)
-  test, _ = load_image_folder(
-    test_dir, image_size=size, class_names=names, lazy=lazy, num_threads=threads
-  )
+  train, names = load_image_folder(train_dir, **kw)
+  test, _ = load_image_folder(test_dir, class_names=names, **kw)
   return train, test, names
 
 

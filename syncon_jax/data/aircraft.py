@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 from absl import logging
 
-from syncon_jax.data.folders import LazyImages, Split
+from syncon_jax.data.folders import LazyImages, Split, decode_options
 from syncon_jax.errors import ConfigError, DataError
 
 ARCHIVE_DIR = "fgvc-aircraft-2013b"
@@ -81,6 +81,7 @@ def load(
   test_split: str = "test",
   lazy: bool = False,
   num_threads: int | None = None,
+  resize: str = "crop",
 ) -> tuple[Split, Split, list[str]]:
   """Loads FGVC-Aircraft at one label level.
 
@@ -120,7 +121,9 @@ def load(
         f"{absent[:3]}; the archive is incomplete, extract it again.\n{HOW_TO_GET}"
       )
     labels = np.asarray([index[name] for _, name in pairs], np.int32)
-    images = LazyImages(paths, image_size, num_threads=num_threads, crop_bottom=BANNER_PX)
+    images = LazyImages(
+      paths, image_size, num_threads=num_threads, crop_bottom=BANNER_PX, resize=resize
+    )
     out[role] = Split(images if lazy else images.materialize(), labels)
   logging.info(
     "FGVC-Aircraft (%s): %d %s and %d %s images, %d classes.",
@@ -138,10 +141,9 @@ def load_from_config(data_config: Any) -> tuple[Split, Split, list[str]]:
   get = data_config.get
   return load(
     get("manual_dir"),
-    image_size=get("image_size"),
     label_level=get("label_level", "variant"),
     train_split=get("train_split") or "trainval",
     test_split=get("test_split") or "test",
     lazy=bool(get("lazy", False)),
-    num_threads=get("decode_threads"),
+    **decode_options(data_config),
   )

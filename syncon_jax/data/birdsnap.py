@@ -28,7 +28,7 @@ import numpy as np
 from absl import logging
 from PIL import Image
 
-from syncon_jax.data.folders import LazyImages, Split
+from syncon_jax.data.folders import LazyImages, Split, decode_options
 from syncon_jax.errors import ConfigError, DataError
 
 SPECIES_FILE = "species.txt"
@@ -123,7 +123,12 @@ def read_metadata(manual_dir: str) -> tuple[list[str], list[tuple[str, int]], se
 
 
 def load(
-  manual_dir: str, *, image_size: int, lazy: bool = True, num_threads: int | None = None
+  manual_dir: str,
+  *,
+  image_size: int,
+  lazy: bool = True,
+  num_threads: int | None = None,
+  resize: str = "crop",
 ) -> tuple[Split, Split, list[str]]:
   """Loads Birdsnap 1.1 from manual_dir (data.manual_dir), skipping unavailable images.
 
@@ -168,7 +173,9 @@ def load(
         f"{IMAGES_FILE}).\n{HOW_TO_GET}"
       )
     labels = np.asarray([entries[i][1] for i in keep], np.int32)
-    images = LazyImages([paths[i] for i in keep], image_size, num_threads=num_threads)
+    images = LazyImages(
+      [paths[i] for i in keep], image_size, num_threads=num_threads, resize=resize
+    )
     out[role] = Split(images if lazy else images.materialize(), labels)
   logging.info(
     "Birdsnap: %d train and %d test images, %d species.",
@@ -183,7 +190,6 @@ def load_from_config(data_config: Any) -> tuple[Split, Split, list[str]]:
   get = data_config.get
   return load(
     get("manual_dir"),
-    image_size=get("image_size"),
     lazy=bool(get("lazy", True)),
-    num_threads=get("decode_threads"),
+    **decode_options(data_config),
   )

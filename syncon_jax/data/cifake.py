@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 from absl import logging
 
-from syncon_jax.data.folders import IMAGE_EXTENSIONS, LazyImages, Split
+from syncon_jax.data.folders import IMAGE_EXTENSIONS, LazyImages, Split, decode_options
 from syncon_jax.errors import ConfigError, DataError
 
 CIFAR10_CLASSES = [
@@ -121,6 +121,7 @@ def load(
   test_sources: Sequence[str] = ("REAL",),
   lazy: bool = False,
   num_threads: int | None = None,
+  resize: str = "crop",
 ) -> tuple[Split, Split, list[str]]:
   """Loads CIFAKE for one task.
 
@@ -163,7 +164,7 @@ def load(
       len(paths),
       dict(zip(class_names, counts.tolist(), strict=True)),
     )
-    images = LazyImages(paths, image_size, num_threads=num_threads)
+    images = LazyImages(paths, image_size, num_threads=num_threads, resize=resize)
     out[role] = Split(images if lazy else images.materialize(), labels_arr)
   return out["train"], out["test"], class_names
 
@@ -189,10 +190,9 @@ def load_from_config(data_config: Any) -> tuple[Split, Split, list[str]]:
   get = data_config.get
   return load(
     get("manual_dir"),
-    image_size=get("image_size"),
     task=get("task", "cifar10"),
     train_sources=get("train_sources", ("REAL",)),
     test_sources=get("test_sources", ("REAL",)),
     lazy=bool(get("lazy", False)),
-    num_threads=get("decode_threads"),
+    **decode_options(data_config),
   )

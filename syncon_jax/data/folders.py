@@ -8,9 +8,14 @@ Folder contract (DESIGN.md):
 Class folders are matched to the real class names ignoring case, spaces, '_', '-' and '/'
 (`normalize_class_name`), so "Black_footed albatross" finds "black-footed-albatross" and the
 folder "F-16AB" finds FGVC-Aircraft's "F-16A/B" (a '/' cannot be in a folder name). Every
-image is decoded with Pillow, converted to RGB and resized (bilinear, aspect ratio not kept) to
-image_size x image_size. The same reading code serves the rendered digits and a user's
-DALL-E folder for Birdsnap.
+image is decoded with Pillow, converted to RGB and brought to a square of the stored size
+(`data.decode_size`, else `data.image_size`) by `data.resize`: "crop" (the default) scales the
+shorter side to it and keeps the centred square, so nothing is stretched; "squash" scales both
+sides (the aspect ratio is lost, every pixel kept). The device's random-resized-crop samples its
+views from that square, so a stored size above image_size keeps resolution for the crops (the
+ImageNet recipe: 256 stored, 224 seen); evaluation sees the centred image_size square
+(`augment.center_crop`). The same reading code serves the rendered digits and a user's DALL-E
+folder for Birdsnap.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ import json
 import os
 import re
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 from absl import logging
@@ -35,6 +40,7 @@ METADATA_FILE = "metadata.jsonl"
 # Decoding is I/O- and zlib-bound and Pillow releases the GIL while decoding, so threads help
 # even on a 2-core host; more than this gains nothing for folders of small images.
 _MAX_DECODE_THREADS = 8
+RESIZE_MODES = ("crop", "squash")
 
 
 class Split(NamedTuple):
@@ -134,7 +140,7 @@ def _match_folders(root: str, folders: list[str], class_names: Sequence[str]) ->
   return matched
 
 
-def _decode(source: str | bytes, image_size: int, crop_bottom: int) -> np.ndarray:
+def _decode(source: str | bytes, image_size: int, crop_bottom: int, resize: str) -> np.ndarray:
   with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as img:
     full_height = img.size[1]
     # JPEG only: decode at the smallest 1/2^k scale that keeps both sides >= image_size (the
@@ -145,22 +151,38 @@ def _decode(source: str | bytes, image_size: int, crop_bottom: int) -> np.ndarra
       rows = round(crop_bottom * img.size[1] / full_height)  # in the draft's scale
       if rows >= img.size[1]:
         raise ValueError(f"image is {full_height} px high, cannot crop {crop_bottom} px")
+      # Cut first: resampling near the box's edge must not blend in the cut rows.
       img = img.crop((0, 0, img.size[0], img.size[1] - rows))
-    if img.size != (image_size, image_size):
-      img = img.resize((image_size, image_size), Image.Resampling.BILINEAR)
+    width, height = img.size
+    box = (0, 0, width, height)
+    if resize == "crop":
+      side = min(width, height)
+      left, top = (width - side) // 2, (height - side) // 2
+      box = (left, top, left + side, top + side)
+    if box != (0, 0, image_size, image_size) or img.size != (image_size, image_size):
+      # resize(box=...) crops and resamples in one pass, reading the source pixels once.
+      img = img.resize((image_size, image_size), Image.Resampling.BILINEAR, box=box)
     return np.asarray(img, dtype=np.uint8)
 
 
 def read_image(
-  path: str | bytes, image_size: int, *, name: str | None = None, crop_bottom: int = 0
+  path: str | bytes,
+  image_size: int,
+  *,
+  name: str | None = None,
+  crop_bottom: int = 0,
+  resize: str = "crop",
 ) -> np.ndarray:
   """Decodes one image to uint8 [image_size, image_size, 3]; DataError naming the path if not.
 
   path may also be the encoded bytes of an image; `name` then says where they came from.
   crop_bottom: rows cut off the bottom before resizing (FGVC-Aircraft's copyright banner).
+  resize: "crop" (shorter side to image_size, the centred square) or "squash" (both sides).
   """
+  if resize not in RESIZE_MODES:
+    raise ConfigError(f"data.resize must be one of {RESIZE_MODES}, got {resize!r}")
   try:
-    return _decode(path, image_size, crop_bottom)
+    return _decode(path, image_size, crop_bottom, resize)
   except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
     where = name or (f"<{len(path)} encoded bytes>" if isinstance(path, bytes) else path)
     raise DataError(f"Cannot read image {where!r}: {e}") from e
@@ -178,26 +200,26 @@ def decode_images(
   names: Sequence[str] | None = None,
   num_threads: int | None = None,
   crop_bottom: int = 0,
+  resize: str = "crop",
 ) -> np.ndarray:
   """Decodes image files (paths) or encoded images (bytes) in a thread pool.
 
   Returns uint8 [len(sources), image_size, image_size, 3], in order; the first unreadable image
-  raises DataError naming it (names[i] when given, else the path). crop_bottom as in read_image.
+  raises DataError naming it (names[i] when given, else the path). crop_bottom and resize as in
+  read_image.
   """
   out = np.empty((len(sources), image_size, image_size, 3), np.uint8)
   if not len(sources):
     return out
   names = [None] * len(sources) if names is None else names
-  read = lambda i: read_image(sources[i], image_size, name=names[i], crop_bottom=crop_bottom)
+  read = lambda i: read_image(
+    sources[i], image_size, name=names[i], crop_bottom=crop_bottom, resize=resize
+  )
   with concurrent.futures.ThreadPoolExecutor(_num_threads(num_threads, len(sources))) as pool:
     # map preserves order and re-raises the first DataError with its path.
     for i, image in enumerate(pool.map(read, range(len(sources)))):
       out[i] = image
   return out
-
-
-def _read_images(root: str, files: list[str], image_size: int) -> np.ndarray:
-  return decode_images([os.path.join(root, f) for f in files], image_size)
 
 
 class LazyImages:
@@ -221,9 +243,13 @@ class LazyImages:
     names: Sequence[str] | None = None,
     num_threads: int | None = None,
     crop_bottom: int = 0,
+    resize: str = "crop",
   ):
     """sources: N image paths or encoded images; names: N labels for error messages;
-    crop_bottom: rows cut off the bottom of every image before resizing."""
+    crop_bottom: rows cut off the bottom of every image before resizing; resize: "crop" or
+    "squash" (read_image)."""
+    if resize not in RESIZE_MODES:
+      raise ConfigError(f"data.resize must be one of {RESIZE_MODES}, got {resize!r}")
     if names is not None and len(names) != len(sources):
       raise ValueError(f"{len(names)} names for {len(sources)} images")
     self.sources = list(sources)
@@ -231,6 +257,7 @@ class LazyImages:
     self.image_size = int(image_size)
     self.num_threads = num_threads
     self.crop_bottom = int(crop_bottom)
+    self.resize = resize
 
   @property
   def shape(self) -> tuple[int, int, int, int]:
@@ -254,6 +281,7 @@ class LazyImages:
       names=None if self.names is None else [self.names[i] for i in rows],
       num_threads=self.num_threads,
       crop_bottom=self.crop_bottom,
+      resize=self.resize,
     )
 
   def __getitem__(self, index) -> np.ndarray:
@@ -277,6 +305,7 @@ class LazyImages:
       names=self.names,
       num_threads=self.num_threads,
       crop_bottom=self.crop_bottom,
+      resize=self.resize,
     )
 
   def __repr__(self) -> str:
@@ -359,14 +388,21 @@ def _read_prompt_ids(root: str, files: list[str]) -> np.ndarray:
 
 
 def load_synthetic(
-  synthetic_dir: str, class_names: Sequence[str], *, image_size: int
+  synthetic_dir: str,
+  class_names: Sequence[str],
+  *,
+  image_size: int,
+  resize: str = "crop",
+  num_threads: int | None = None,
 ) -> SyntheticSet:
   """Reads a synthetic support folder that follows the contract above.
 
   Args:
     synthetic_dir: the folder (config key data.synthetic_dir).
     class_names: the real data set's class names; label i means class_names[i].
-    image_size: output side length in pixels.
+    image_size: output side length in pixels (the real images' stored size).
+    resize: "crop" or "squash" (read_image), as the real images.
+    num_threads: decoding threads (data.decode_threads); None for min(8, cores).
 
   Returns:
     A SyntheticSet; classes without images are logged once and listed in missing_classes.
@@ -377,7 +413,8 @@ def load_synthetic(
       class (message lists the nearest class names), or an image cannot be decoded (its path).
   """
   files, labels, missing = _scan(synthetic_dir, class_names)
-  images = _read_images(synthetic_dir, files, image_size)
+  paths = [os.path.join(synthetic_dir, f) for f in files]
+  images = decode_images(paths, image_size, num_threads=num_threads, resize=resize)
   prompt_ids = _read_prompt_ids(synthetic_dir, files)
   return SyntheticSet(images, labels, files, prompt_ids, missing)
 
@@ -389,6 +426,7 @@ def load_image_folder(
   class_names: Sequence[str] | None = None,
   lazy: bool = False,
   num_threads: int | None = None,
+  resize: str = "crop",
 ) -> tuple[Split, list[str]]:
   """Reads class-named sub-folders of real images with the same code as `load_synthetic`.
 
@@ -404,5 +442,22 @@ def load_image_folder(
   class_names = list(class_names)
   files, labels, _ = _scan(root, class_names)
   paths = [os.path.join(root, f) for f in files]
-  images = LazyImages(paths, image_size, num_threads=num_threads)
+  images = LazyImages(paths, image_size, num_threads=num_threads, resize=resize)
   return Split(images if lazy else images.materialize(), labels), class_names
+
+
+def decode_options(data_config: Any) -> dict[str, Any]:
+  """The decoding keys of the `data` config, as the loaders' keyword arguments: image_size (the
+  stored side: data.decode_size, else data.image_size), resize and num_threads."""
+  size = data_config.get("decode_size") or data_config.get("image_size")
+  image_size = data_config.get("image_size")
+  if image_size and size < image_size:
+    raise ConfigError(
+      f"data.decode_size={size} is below data.image_size={image_size}: the views are cut "
+      "from the stored image, which must be at least as large."
+    )
+  return {
+    "image_size": size,
+    "resize": data_config.get("resize") or "crop",
+    "num_threads": data_config.get("decode_threads"),
+  }

@@ -20,7 +20,7 @@ from typing import Any, NamedTuple
 import numpy as np
 from absl import logging
 
-from syncon_jax.data.folders import LazyImages, Split
+from syncon_jax.data.folders import LazyImages, Split, decode_options
 from syncon_jax.errors import ConfigError, DataError
 
 
@@ -104,18 +104,20 @@ def load(
   download: bool = False,
   lazy: bool = False,
   num_threads: int | None = None,
+  resize: str = "crop",
 ) -> tuple[Split, Split, list[str]]:
   """Loads a TFDS image classification set named in SOURCES.
 
   Args:
     name: TFDS name (data.name), a key of SOURCES.
-    image_size: side S of the decoded images (data.image_size).
+    image_size: side S of the stored images (data.decode_size, else data.image_size).
     data_dir: TFDS data directory (data.data_dir), local or gs://; None for TFDS's default.
     train_split, test_split: TFDS split strings (data.train_split / data.test_split); None
       takes SOURCES[name].
     download: prepare the data set in data_dir if it is not there (data.download).
     lazy: keep encoded bytes and decode on access (data.lazy) instead of decoding everything.
     num_threads: decoding threads (data.decode_threads); None for min(8, cores).
+    resize: "crop" or "squash" (data.resize; folders.read_image).
 
   Returns:
     (train, test, class_names); images uint8 [N, S, S, 3] (LazyImages when lazy), labels
@@ -142,7 +144,7 @@ def load(
     if labels.max() >= len(class_names):
       raise DataError(f"TFDS {name!r} {split!r} has label {labels.max()} >= {len(class_names)}")
     names = [f"tfds {name} {split}[{i}]" for i in range(len(encoded))]
-    images = LazyImages(encoded, image_size, names=names, num_threads=num_threads)
+    images = LazyImages(encoded, image_size, names=names, num_threads=num_threads, resize=resize)
     out[role] = Split(images if lazy else images.materialize(), labels)
     logging.info("TFDS %s %s: %d images.", name, split, len(labels))
   return out["train"], out["test"], class_names
@@ -153,11 +155,10 @@ def load_from_config(data_config: Any) -> tuple[Split, Split, list[str]]:
   get = data_config.get
   return load(
     get("name"),
-    image_size=get("image_size"),
     data_dir=get("data_dir"),
     train_split=get("train_split"),
     test_split=get("test_split"),
     download=bool(get("download", False)),
     lazy=bool(get("lazy", False)),
-    num_threads=get("decode_threads"),
+    **decode_options(data_config),
   )

@@ -69,7 +69,7 @@ def make_steps(config, preprocess):
       keys = jax.random.split(key, images.shape[0])
       x = augment.augment_batch(keys, images, config.augment, out_size=size)
     else:
-      x = images.astype(jnp.float32) / 255.0
+      x = augment.ops.center_crop(images, size).astype(jnp.float32) / 255.0
     x = preprocess(x, config)
 
     def loss_fn(model):
@@ -83,7 +83,7 @@ def make_steps(config, preprocess):
 
   @nnx.jit
   def predict(model, images):
-    x = preprocess(images.astype(jnp.float32) / 255.0, config)
+    x = preprocess(augment.ops.center_crop(images, size).astype(jnp.float32) / 255.0, config)
     return jnp.argmax(model(x, train=False), axis=1)
 
   return train_step, predict

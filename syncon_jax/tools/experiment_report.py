@@ -158,7 +158,9 @@ def render_audit(data_config, synthetic_dir: str) -> dict:
   from sklearn.svm import SVC
 
   train_split, test_split, class_names = data.load_real(data_config)
-  synthetic = folders.load_synthetic(synthetic_dir, class_names, image_size=data_config.image_size)
+  synthetic = folders.load_synthetic(
+    synthetic_dir, class_names, **folders.decode_options(data_config)
+  )
   pixels = linear_eval.raw_pixels
   critic = SVC(gamma="scale").fit(pixels(train_split.images), train_split.labels)
   real_top1 = float(np.mean(critic.predict(pixels(test_split.images)) == test_split.labels))
