@@ -16,7 +16,7 @@ import jax
 from absl import logging
 
 from syncon_jax import augment, checkpoint, data, losses, models, objectives, weighting
-from syncon_jax.data import aircraft, birdsnap, cifake
+from syncon_jax.data import aircraft, birdsnap, cifake, folders
 from syncon_jax.errors import ConfigError, DataError
 
 # Data sets read from data.manual_dir -> a check of the folder that raises with how to get it.
@@ -119,6 +119,7 @@ def check_config(config, *, workdir: str | None = None, for_eval: bool = False) 
       f"Unknown optimizer.schedule {config.optimizer.schedule!r}; valid: ['cosine']"
     )
   _positive(config, "objective.n_views", "data.image_size")
+  folders.decode_options(config.data)  # decode_size and resize, before any image is read
   augment.read_config(config.augment, n_views=config.objective.n_views)
   if config.optimizer.warmup_steps < 0:
     raise ConfigError(f"optimizer.warmup_steps must be >= 0, got {config.optimizer.warmup_steps}")

@@ -156,6 +156,14 @@ def _error_line(r) -> str:
       ["config.augment.views has 2 entries for 3 views"],
     ),
     (["--config.data.synthetic_dir=/no/such"], ["/no/such", "render_digits --out=/no/such"]),
+    (
+      ["--config=configs/flowers102.py:runlocal", "--config.data.resize=stretch"],
+      ["data.resize must be one of ('crop', 'squash'), got 'stretch'"],
+    ),
+    (
+      ["--config=configs/flowers102.py:runlocal", "--config.data.decode_size=16"],
+      ["data.decode_size=16 is below data.image_size=32"],
+    ),
     (["--bogus=1"], ["bogus", "--helpshort"]),
     (["extra"], ["unexpected arguments"]),
   ],

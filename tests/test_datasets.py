@@ -520,6 +520,8 @@ def test_decode_options_store_at_decode_size():
   assert opts == {"image_size": 18, "resize": "squash", "num_threads": None}
   with pytest.raises(ConfigError, match="data.decode_size=12 is below data.image_size=16"):
     folders.decode_options(_cfg(image_size=16, decode_size=12))
+  with pytest.raises(ConfigError, match="data.resize must be one of"):
+    folders.decode_options(_cfg(image_size=16, resize="stretch"))
 
 
 def test_center_crop_matches_torchvision_offsets():

@@ -153,13 +153,13 @@ def _decode(source: str | bytes, image_size: int, crop_bottom: int, resize: str)
         raise ValueError(f"image is {full_height} px high, cannot crop {crop_bottom} px")
       # Cut first: resampling near the box's edge must not blend in the cut rows.
       img = img.crop((0, 0, img.size[0], img.size[1] - rows))
-    width, height = img.size
-    box = (0, 0, width, height)
-    if resize == "crop":
-      side = min(width, height)
-      left, top = (width - side) // 2, (height - side) // 2
-      box = (left, top, left + side, top + side)
-    if box != (0, 0, image_size, image_size) or img.size != (image_size, image_size):
+    if img.size != (image_size, image_size):
+      width, height = img.size
+      box = (0, 0, width, height)
+      if resize == "crop":
+        side = min(width, height)
+        left, top = (width - side) // 2, (height - side) // 2
+        box = (left, top, left + side, top + side)
       # resize(box=...) crops and resamples in one pass, reading the source pixels once.
       img = img.resize((image_size, image_size), Image.Resampling.BILINEAR, box=box)
     return np.asarray(img, dtype=np.uint8)
@@ -456,8 +456,7 @@ def decode_options(data_config: Any) -> dict[str, Any]:
       f"data.decode_size={size} is below data.image_size={image_size}: the views are cut "
       "from the stored image, which must be at least as large."
     )
-  return {
-    "image_size": size,
-    "resize": data_config.get("resize") or "crop",
-    "num_threads": data_config.get("decode_threads"),
-  }
+  resize = data_config.get("resize") or "crop"
+  if resize not in RESIZE_MODES:
+    raise ConfigError(f"data.resize must be one of {RESIZE_MODES}, got {resize!r}")
+  return {"image_size": size, "resize": resize, "num_threads": data_config.get("decode_threads")}
