@@ -53,6 +53,15 @@ CANDIDATES = {
     "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution "
     "--xla_cpu_multi_thread_eigen=false"
   ),
+  # Other emitters for the loop fusions, where the weight-gradient transposes are.
+  "ynn_no_conv_no_fusion_emitters": (
+    "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution "
+    "--xla_cpu_use_fusion_emitters=false"
+  ),
+  "ynn_no_conv_tiling_propagation": (
+    "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution "
+    "--xla_cpu_experimental_enable_tiling_propagation=true"
+  ),
 }
 
 
