@@ -126,7 +126,8 @@ def load(
   """Loads CIFAKE for one task.
 
   Args:
-    manual_dir: data.manual_dir. image_size: data.image_size (the images are 32x32).
+    manual_dir: data.manual_dir. image_size: the stored side (data.decode_size, else
+      data.image_size; the images are 32x32).
     task: data.task, "cifar10" or "real_fake".
     train_sources, test_sources: data.train_sources / data.test_sources, subsets of
       ("REAL", "FAKE") whose images make up each split.

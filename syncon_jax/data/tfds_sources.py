@@ -1,8 +1,9 @@
 """TensorFlow Datasets sources: CIFAR, Flowers-102, CUB-200, DTD, Food-101, Pets, Cars.
 
 Images are read undecoded (tfds.decode.SkipDecoding) and decoded by the same Pillow code as the
-image folders (folders.read_image: RGB, bilinear resize to data.image_size, aspect ratio not
-kept), so a TFDS set and its synthetic folder go through one pipeline. With data.lazy the
+image folders (folders.read_image: RGB, the shorter side to the stored size data.decode_size
+and the centred square, or both sides with data.resize="squash"), so a TFDS set and its
+synthetic folder go through one pipeline. With data.lazy the
 encoded bytes stay in host memory and rows are decoded when the sampler asks for them.
 
 Class names come from the builder's `label` feature (`info.features["label"].names`).
