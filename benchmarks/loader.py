@@ -10,7 +10,10 @@ in each of these ways, the ways interleaved round by round:
 - processes_W: the same `folders.read_image` in a pool of W worker processes (started before
   timing; the decoded arrays are pickled back to the parent);
 - tf_data: `tf.data` with `decode_and_crop_jpeg` (the centred square, decoded alone) and a
-  bilinear resize, `num_parallel_calls=AUTOTUNE`.
+  bilinear resize, `num_parallel_calls=AUTOTUNE`;
+- grain_W: grain's `MapDataset` of `folders.read_image` behind `mp_prefetch` with W worker
+  processes, one persistent iterator, timed after the others (its workers keep prefetching in the
+  background); skipped, and said so, where grain is not installed (not a project dependency).
 
 Then the trainer's own host batch (`BatchSampler.bind(...)(step)`: lazy real photos decoded per
 step, synthetic images held decoded, as configs/birdsnap.py) and the train step of
@@ -94,6 +97,18 @@ def tf_decoder(paths: list[str], size: int):
     return np.concatenate([b.numpy() for b in ds])
 
   return run
+
+
+def grain_decoder(paths: list[str], size: int, workers: int):
+  """-> run() taking the next len(paths) images from one grain iterator over W processes."""
+  import grain.python as grain
+  from absl import flags
+
+  if not flags.FLAGS.is_parsed():  # grain reads absl flags; this script uses argparse
+    flags.FLAGS.mark_as_parsed()
+  ds = grain.MapDataset.source(paths).repeat().map(functools.partial(_read, size=size))
+  it = iter(ds.to_iter_dataset().mp_prefetch(grain.MultiprocessingOptions(num_workers=workers)))
+  return lambda: np.stack([next(it) for _ in paths])
 
 
 def decoders(paths: list[str], size: int, threads: list[int], workers: list[int]) -> dict:
@@ -242,6 +257,14 @@ def main() -> None:
     finally:
       for pool in pools:
         pool.shutdown()
+    try:
+      grain_fns = {f"grain_{w}": grain_decoder(paths, size, w) for w in workers}
+      grain_times = time_decoders(grain_fns, args.rounds, len(paths))
+      decode["_load_1min"] += grain_times.pop("_load_1min")
+      decode.update(grain_times)
+      del grain_fns
+    except ImportError:
+      print("grain is not installed: its rows are skipped")
     config.batch_size = 64
     host = host_batch_rate(paths, config, steps=6)
   step = None
