@@ -161,8 +161,7 @@ def host_batch_rate(paths: list[str], config, steps: int) -> dict:
   synthetic set decoded in memory, as configs/birdsnap.py loads them."""
   from syncon_jax.data import BatchSampler, folders
 
-  opts = folders.decode_options(config.data)
-  real = folders.LazyImages(paths, opts["image_size"], num_threads=opts["num_threads"])
+  real = folders.LazyImages(paths, **folders.decode_options(config.data))
   labels = np.arange(len(paths)) % NUM_CLASSES
   synthetic = real[np.arange(min(len(paths), 4 * NUM_CLASSES))]
   sampler = BatchSampler(
@@ -185,29 +184,11 @@ def host_batch_rate(paths: list[str], config, steps: int) -> dict:
 def step_rate(config, steps: int) -> dict:
   """configs/birdsnap.py's jitted train step on a random uint8 batch of its shapes."""
   import jax
+  from train_step import compiled_step, random_batch
 
-  from syncon_jax import train
-
-  b, s, size = config.batch_size, config.data.synthetic_per_real, config.data.decode_size
-  rng = np.random.default_rng(0)
-  batch = jax.device_put(
-    {
-      "real_images": rng.integers(0, 256, (b, size, size, 3), dtype=np.uint8),
-      "real_labels": (np.arange(b) % NUM_CLASSES).astype(np.int32),
-      "index": np.arange(b, dtype=np.int64),
-      "synthetic_images": rng.integers(0, 256, (b, s, size, size, 3), dtype=np.uint8),
-      "synthetic_valid": np.ones((b, s), bool),
-      "synthetic_prompt": np.full((b, s), -1, np.int32),
-    }
-  )
-  tx, _ = train.make_optimizer(config)
-  graphdef, state = train.create_train_state(config, NUM_CLASSES, tx)
-  step = jax.jit(train.make_train_step(graphdef, tx, config), donate_argnums=(0,))
-  t0 = time.perf_counter()
-  compiled = step.lower(state, batch).compile()
-  compile_s = time.perf_counter() - t0
-  state, m = compiled(state, batch)
-  jax.block_until_ready(m)
+  b, s = config.batch_size, config.data.synthetic_per_real
+  batch = random_batch(config, NUM_CLASSES)
+  compiled, state, compile_s = compiled_step(config, NUM_CLASSES, batch)
   t0 = time.perf_counter()
   for _ in range(steps):
     state, m = compiled(state, batch)

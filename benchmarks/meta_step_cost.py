@@ -49,10 +49,9 @@ def main() -> None:
   args = parser.parse_args()
 
   import jax
-  import numpy as np
+  from train_step import compiled_step, random_batch
 
   from configs import digits
-  from syncon_jax import train
 
   names = args.variants.split(",")
   unknown = sorted(set(names) - set(VARIANTS))
@@ -72,28 +71,11 @@ def main() -> None:
 
   base = config_for(names[0])
   b, s, size = base.batch_size, base.data.synthetic_per_real, base.data.image_size
-  rng = np.random.default_rng(0)
-  batch = {
-    "real_images": rng.integers(0, 256, (b, size, size, 3), dtype=np.uint8),
-    "real_labels": (np.arange(b) % 10).astype(np.int32),
-    "index": np.arange(b, dtype=np.int64),
-    "synthetic_images": rng.integers(0, 256, (b, s, size, size, 3), dtype=np.uint8),
-    "synthetic_valid": np.ones((b, s), bool),
-    "synthetic_prompt": np.full((b, s), -1, np.int32),
-  }
-  batch = jax.device_put(batch)
+  batch = random_batch(base, 10)
 
   runs = {}
   for name in names:
-    config = config_for(name)
-    tx, _ = train.make_optimizer(config)
-    graphdef, state = train.create_train_state(config, 10, tx)
-    step = jax.jit(train.make_train_step(graphdef, tx, config), donate_argnums=(0,))
-    t0 = time.perf_counter()
-    compiled = step.lower(state, batch).compile()
-    compile_s = time.perf_counter() - t0
-    state, m = compiled(state, batch)  # warm-up
-    jax.block_until_ready(m)
+    compiled, state, compile_s = compiled_step(config_for(name), 10, batch)
     runs[name] = {"compiled": compiled, "state": state, "compile_s": compile_s, "times": []}
     print(f"{name}: compiled in {compile_s:.1f}s", flush=True)
 

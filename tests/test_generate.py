@@ -14,7 +14,6 @@ import io
 import json
 import os
 import threading
-import time
 
 import numpy as np
 import pytest
@@ -272,14 +271,20 @@ def _png(color) -> bytes:
 
 class FakeImagesAPI(http.server.ThreadingHTTPServer):
   """Serves POST /v1/images/generations; `script` lists what the next requests get:
-  'ok', 'timeout' (answers after the client gave up), 429, 500, 401, 'garbage', 'no_image'."""
+  'ok', 'timeout' (no answer until the test ends, so the client's timeout always fires), 429,
+  500, 401, 'garbage', 'no_image'. With gather=n the first requests are held until n of them
+  are in flight at once: concurrency shown by events, not by timing."""
 
-  def __init__(self, script, delay=0.0):
+  def __init__(self, script, gather=0):
     self.script = list(script)
     self.requests = []
-    self.delay = delay  # seconds each answer takes
     self.in_flight = self.most_in_flight = 0
     self.lock = threading.Lock()
+    self.gathered = threading.Event()
+    if gather <= 1:
+      self.gathered.set()
+    self.gather = gather
+    self.released = threading.Event()  # set when the test ends
     super().__init__(("127.0.0.1", 0), _Handler)
 
   @property
@@ -299,11 +304,14 @@ class _Handler(http.server.BaseHTTPRequestHandler):
       action = server.script.pop(0) if server.script else "ok"
       server.in_flight += 1
       server.most_in_flight = max(server.most_in_flight, server.in_flight)
-    time.sleep(server.delay)
+      if server.in_flight >= server.gather:
+        server.gathered.set()
+    # A client that never sends them together would wait here (the cap only ends the test).
+    server.gathered.wait(timeout=60)
     with server.lock:
       server.in_flight -= 1
     if action == "timeout":
-      time.sleep(0.5)  # the client's timeout is 0.2 s
+      server.released.wait(timeout=60)  # past the client's 0.2 s, however slow the machine
       action = "ok"
     if isinstance(action, int):
       payload = json.dumps({"error": {"message": f"status {action}"}}).encode()
@@ -332,14 +340,15 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 def fake_api():
   servers = []
 
-  def start(script, delay=0.0):
-    server = FakeImagesAPI(script, delay)
+  def start(script, gather=0):
+    server = FakeImagesAPI(script, gather)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     servers.append(server)
     return server
 
   yield start
   for server in servers:
+    server.released.set()
     server.shutdown()
     server.server_close()
 
@@ -400,7 +409,7 @@ def test_openai_backend_gives_up_naming_the_image(fake_api, tmp_path):
 
 
 def test_openai_requests_run_concurrently_and_land_in_plan_order(fake_api, tmp_path):
-  server = fake_api([500, 429], delay=0.1)
+  server = fake_api([500, 429], gather=2)
   sleeps = []
   out = tmp_path / "syn"
   options = _options(out, "dall-e-2", backend="openai", images_per_class=3, workers=4)

@@ -43,6 +43,13 @@ _MAX_DECODE_THREADS = 8
 RESIZE_MODES = ("crop", "squash")
 
 
+def check_resize(resize: str) -> str:
+  """`resize` if it is one of RESIZE_MODES (data.resize), else one ConfigError naming the key."""
+  if resize not in RESIZE_MODES:
+    raise ConfigError(f"data.resize must be one of {RESIZE_MODES}, got {resize!r}")
+  return resize
+
+
 class Split(NamedTuple):
   """Labelled images held on the host.
 
@@ -179,10 +186,8 @@ def read_image(
   crop_bottom: rows cut off the bottom before resizing (FGVC-Aircraft's copyright banner).
   resize: "crop" (shorter side to image_size, the centred square) or "squash" (both sides).
   """
-  if resize not in RESIZE_MODES:
-    raise ConfigError(f"data.resize must be one of {RESIZE_MODES}, got {resize!r}")
   try:
-    return _decode(path, image_size, crop_bottom, resize)
+    return _decode(path, image_size, crop_bottom, check_resize(resize))
   except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
     where = name or (f"<{len(path)} encoded bytes>" if isinstance(path, bytes) else path)
     raise DataError(f"Cannot read image {where!r}: {e}") from e
@@ -248,8 +253,6 @@ class LazyImages:
     """sources: N image paths or encoded images; names: N labels for error messages;
     crop_bottom: rows cut off the bottom of every image before resizing; resize: "crop" or
     "squash" (read_image)."""
-    if resize not in RESIZE_MODES:
-      raise ConfigError(f"data.resize must be one of {RESIZE_MODES}, got {resize!r}")
     if names is not None and len(names) != len(sources):
       raise ValueError(f"{len(names)} names for {len(sources)} images")
     self.sources = list(sources)
@@ -257,7 +260,7 @@ class LazyImages:
     self.image_size = int(image_size)
     self.num_threads = num_threads
     self.crop_bottom = int(crop_bottom)
-    self.resize = resize
+    self.resize = check_resize(resize)
 
   @property
   def shape(self) -> tuple[int, int, int, int]:
@@ -456,7 +459,5 @@ def decode_options(data_config: Any) -> dict[str, Any]:
       f"data.decode_size={size} is below data.image_size={image_size}: the views are cut "
       "from the stored image, which must be at least as large."
     )
-  resize = data_config.get("resize") or "crop"
-  if resize not in RESIZE_MODES:
-    raise ConfigError(f"data.resize must be one of {RESIZE_MODES}, got {resize!r}")
+  resize = check_resize(data_config.get("resize") or "crop")
   return {"image_size": size, "resize": resize, "num_threads": data_config.get("decode_threads")}
