@@ -37,9 +37,15 @@ def xla_flags_with_defaults(user_flags: str, defaults: tuple[str, ...] = CPU_XLA
   return " ".join([*user_flags.split(), *added])
 
 
+def cpu_defaults_on(environ: MutableMapping[str, str] = os.environ) -> bool:
+  """Whether the project's CPU tuning applies: the XLA flags below and the model's
+  `resnet.fusion_fence`; SYNCON_XLA_CPU_DEFAULTS=0 turns both off."""
+  return environ.get(DEFAULTS_ENV, "1") != "0"
+
+
 def configure_xla_cpu(environ: MutableMapping[str, str] = os.environ) -> None:
   """Adds CPU_XLA_FLAGS to environ['XLA_FLAGS'] (read when jax creates its CPU backend)."""
-  if environ.get(DEFAULTS_ENV, "1") == "0":
+  if not cpu_defaults_on(environ):
     return
   environ["XLA_FLAGS"] = xla_flags_with_defaults(environ.get("XLA_FLAGS", ""))
 

@@ -434,3 +434,57 @@ def test_resnet_uses_the_small_map_matmul_and_matches_lax_convolutions(monkeypat
   assert 0 < convs < convs_plain
   np.testing.assert_allclose(h, h_plain, rtol=1e-5, atol=1e-5)
   np.testing.assert_allclose(z, z_plain, rtol=1e-5, atol=1e-5)
+
+
+def _fused_reads(fn, *args) -> dict[str, list[str]]:
+  """{output shape: the opcodes each operand of a fusion of that shape is defined by} in fn's
+  compiled CPU program (XLA's HLO text)."""
+  import re
+
+  txt = jax.jit(fn).lower(*args).compile().as_text()
+  op_of = dict(re.findall(r"^\s*(?:ROOT )?%?([\w.\-]+) = \S+ ([\w\-]+)\(", txt, re.M))
+  reads = {}
+  for shape, operands in re.findall(r"= (\w+\[[\d,]*\])\S* fusion\(([^)]*)\)", txt):
+    names = [o.split("*/")[-1].strip().lstrip("%") for o in operands.split(",")]
+    reads.setdefault(shape, []).extend(op_of.get(n, "?") for n in names)
+  return reads
+
+
+def test_fusion_fence_keeps_the_forward_chain_out_of_the_weight_gradient_transposes(monkeypatch):
+  # conv -> BatchNorm -> ReLU -> conv. For the second convolution's weight gradient XLA:CPU
+  # copies its input into [c, h, w, n] order (f32[3,5,7,6] here). Unfenced, that copy is fused
+  # with the BatchNorm and ReLU, recomputed from the first convolution's output in transposed
+  # order (the 12x slower copies of issue 18); behind the fence it reads one computed array.
+  # If a jaxlib stops duplicating the chain, the first assertion fails: drop the fence.
+  from syncon_jax import platform
+  from syncon_jax.models import resnet
+
+  if jax.default_backend() != "cpu":
+    pytest.skip("the fence is a CPU measure")
+  dn = ("NHWC", "HWIO", "NHWC")
+  args = dict(window_strides=(1, 1), padding=((1, 1), (1, 1)))
+
+  def loss(z, k1, k2, conv):
+    h = conv(z, k1, **args, dimension_numbers=jax.lax.conv_dimension_numbers(z.shape, k1.shape, dn))
+    h = jax.nn.relu((h - h.mean((0, 1, 2))) * jax.lax.rsqrt(h.var((0, 1, 2)) + 1e-5))
+    y = conv(h, k2, **args, dimension_numbers=jax.lax.conv_dimension_numbers(h.shape, k2.shape, dn))
+    return jnp.mean(y**2)
+
+  rng = np.random.default_rng(0)
+  z, k1, k2 = (
+    jnp.asarray(rng.normal(size=s), jnp.float32) for s in ((6, 5, 7, 2), (3, 3, 2, 3), (3, 3, 3, 4))
+  )
+  grads = {}
+  for name, conv in (("plain", jax.lax.conv_general_dilated), ("fenced", resnet.fenced_conv)):
+    g = lambda z, k1, k2, conv=conv: jax.grad(loss, argnums=(0, 1, 2))(z, k1, k2, conv)
+    grads[name] = g(z, k1, k2)
+    transposed = _fused_reads(g, z, k1, k2)["f32[3,5,7,6]"]
+    assert ("convolution" in transposed) == (name == "plain"), (name, transposed)
+  # The fence changes no number: a division by exactly 1, forward and backward.
+  for a, b in zip(grads["plain"], grads["fenced"], strict=True):
+    np.testing.assert_array_equal(a, b)
+  # Off with the project's other CPU defaults: then it is the identity, no division traced.
+  x = jnp.ones((2, 3))
+  assert "div" in str(jax.make_jaxpr(resnet.fusion_fence)(x, k1))
+  monkeypatch.setenv(platform.DEFAULTS_ENV, "0")
+  assert "div" not in str(jax.make_jaxpr(lambda x, k: resnet.fusion_fence(x, k))(x, k1))
