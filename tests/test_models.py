@@ -2,6 +2,7 @@
 gradients and the functional (split/merge) round trips the trainer relies on."""
 
 import functools
+import re
 
 import jax
 import jax.numpy as jnp
@@ -10,8 +11,9 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from syncon_jax import platform
 from syncon_jax.errors import ConfigError
-from syncon_jax.models import MODELS, ContrastiveModel, LinearClassifier, create_model
+from syncon_jax.models import MODELS, ContrastiveModel, LinearClassifier, create_model, resnet
 from syncon_jax.models.heads import ProjectionHead
 from syncon_jax.models.resnet import Bottleneck, ResNet, resnet18, resnet50
 
@@ -419,8 +421,6 @@ def test_small_map_conv_is_the_convolution_and_its_gradient(h, w, stride, dense)
 def test_resnet_uses_the_small_map_matmul_and_matches_lax_convolutions(monkeypatch):
   # resnet_tiny at 8 px ends on small maps: its last stages go through the matmul. The same
   # network with every convolution by lax agrees to float32 rounding.
-  from syncon_jax.models import resnet
-
   x = images(size=8)
 
   def run(model):
@@ -436,15 +436,12 @@ def test_resnet_uses_the_small_map_matmul_and_matches_lax_convolutions(monkeypat
   np.testing.assert_allclose(z, z_plain, rtol=1e-5, atol=1e-5)
 
 
-def _fused_reads(fn, *args) -> dict[str, list[str]]:
-  """{output shape: the opcodes each operand of a fusion of that shape is defined by} in fn's
-  compiled CPU program (XLA's HLO text)."""
-  import re
-
-  txt = jax.jit(fn).lower(*args).compile().as_text()
-  op_of = dict(re.findall(r"^\s*(?:ROOT )?%?([\w.\-]+) = \S+ ([\w\-]+)\(", txt, re.M))
+def _fused_reads(hlo_text: str) -> dict[str, list[str]]:
+  """{output shape: the opcodes each operand of a fusion of that shape is defined by} in a
+  compiled program's HLO text."""
+  op_of = dict(re.findall(r"^\s*(?:ROOT )?%?([\w.\-]+) = \S+ ([\w\-]+)\(", hlo_text, re.M))
   reads = {}
-  for shape, operands in re.findall(r"= (\w+\[[\d,]*\])\S* fusion\(([^)]*)\)", txt):
+  for shape, operands in re.findall(r"= (\w+\[[\d,]*\])\S* fusion\(([^)]*)\)", hlo_text):
     names = [o.split("*/")[-1].strip().lstrip("%") for o in operands.split(",")]
     reads.setdefault(shape, []).extend(op_of.get(n, "?") for n in names)
   return reads
@@ -456,9 +453,6 @@ def test_fusion_fence_keeps_the_forward_chain_out_of_the_weight_gradient_transpo
   # with the BatchNorm and ReLU, recomputed from the first convolution's output in transposed
   # order (the 12x slower copies of issue 18); behind the fence it reads one computed array.
   # If a jaxlib stops duplicating the chain, the first assertion fails: drop the fence.
-  from syncon_jax import platform
-  from syncon_jax.models import resnet
-
   if jax.default_backend() != "cpu":
     pytest.skip("the fence is a CPU measure")
   dn = ("NHWC", "HWIO", "NHWC")
@@ -477,8 +471,9 @@ def test_fusion_fence_keeps_the_forward_chain_out_of_the_weight_gradient_transpo
   grads = {}
   for name, conv in (("plain", jax.lax.conv_general_dilated), ("fenced", resnet.fenced_conv)):
     g = lambda z, k1, k2, conv=conv: jax.grad(loss, argnums=(0, 1, 2))(z, k1, k2, conv)
-    grads[name] = g(z, k1, k2)
-    transposed = _fused_reads(g, z, k1, k2)["f32[3,5,7,6]"]
+    compiled = jax.jit(g).lower(z, k1, k2).compile()
+    grads[name] = compiled(z, k1, k2)
+    transposed = _fused_reads(compiled.as_text())["f32[3,5,7,6]"]
     assert ("convolution" in transposed) == (name == "plain"), (name, transposed)
   # The fence changes no number: a division by exactly 1, forward and backward.
   for a, b in zip(grads["plain"], grads["fenced"], strict=True):
