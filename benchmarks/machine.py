@@ -41,3 +41,16 @@ def write_json(path: str, result: dict) -> None:
   with open(path + ".tmp", "w") as f:
     json.dump(result, f, indent=2)
   os.replace(path + ".tmp", path)
+
+
+def dtypes_arg(value: str, machine_info: dict) -> list[str]:
+  """A benchmark's --dtypes: comma-separated, or 'auto': float32, and bfloat16 where the CPU
+  computes in it (AVX512-BF16 or AMX). Without them PyTorch's autocast emulates bf16 (on a
+  2-core AMD EPYC without AVX-512 its demo step ran at 131 views/s against 1,376 in float32,
+  2026-12-03; a standard bf16 round would take ~12 min) and oneDNN 3.2 has no bf16 convolution."""
+  if value != "auto":
+    return value.split(",")
+  if {"avx512_bf16", "amx_bf16"} & set(machine_info["flags"]):
+    return ["float32", "bfloat16"]
+  print("no bf16 instructions on this CPU (avx512_bf16, amx_bf16): float32 only", flush=True)
+  return ["float32"]

@@ -44,7 +44,7 @@ sys.path.insert(0, REPO)
 from syncon_jax import platform as syncon_platform  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from machine import header, write_json  # noqa: E402
+from machine import dtypes_arg, header, write_json  # noqa: E402
 
 # Before jax creates its CPU backend: the XLA CPU flags and the compilation cache, as in training.
 syncon_platform.configure()
@@ -415,17 +415,6 @@ def summarise(result: dict) -> dict:
   return result
 
 
-def default_dtypes(machine: dict) -> list[str]:
-  """float32, and bfloat16 where the CPU computes in it (AVX512-BF16 or AMX). Without them
-  PyTorch's autocast emulates bf16: on a 2-core AMD EPYC without AVX-512 its demo step ran at
-  131 views/s against 1,376 in float32 (2026-12-03), and a standard bf16 round would take ~12
-  min."""
-  if {"avx512_bf16", "amx_bf16"} & set(machine["flags"]):
-    return ["float32", "bfloat16"]
-  print("no bf16 instructions on this CPU (avx512_bf16, amx_bf16): float32 only", flush=True)
-  return ["float32"]
-
-
 def main() -> None:
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
   p.add_argument("--shapes", default="demo,standard,resnet50")
@@ -460,7 +449,7 @@ def main() -> None:
     "isolated": args.only == "both" and not args.in_process,
     "results": [],
   }
-  dtypes = args.dtypes.split(",") if args.dtypes != "auto" else default_dtypes(out["machine"])
+  dtypes = dtypes_arg(args.dtypes, out["machine"])
   t0 = time.perf_counter()
   for shape in args.shapes.split(","):
     for dtype in dtypes:
