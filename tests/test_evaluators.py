@@ -203,14 +203,20 @@ def test_online_probe_does_not_change_pretraining(synthetic_dir, tmp_path):
       logged.append(sorted(m))
     runs[on] = (losses, state, logged[-1])
   (loss_on, state_on, keys_on), (loss_off, state_off, keys_off) = runs[True], runs[False]
-  np.testing.assert_array_equal(loss_on, loss_off)
+  # Equal to float32 rounding: the two programs fuse differently under the suite's XLA flags
+  # (conftest.TEST_XLA_FLAGS; losses 3.6e-7 apart, every state array within 1e-5 of its largest
+  # entry after three steps). What the probe could change is far larger: a
+  # gradient into the encoder moves the next loss by O(lr * grad), a BatchNorm update or a drawn
+  # key changes the batch's statistics or augmentation outright.
+  np.testing.assert_allclose(loss_on, loss_off, rtol=1e-5)
   fields = ("params", "model_state", "opt_state", "objective")
   for a, b in zip(
     jax.tree.leaves([getattr(state_on, f) for f in fields]),
     jax.tree.leaves([getattr(state_off, f) for f in fields]),
     strict=True,
   ):
-    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    assert np.abs(a - b).max() <= 1e-4 * max(np.abs(b).max(), 1e-6), np.abs(a - b).max()
   assert state_off.online == {} and "online_probe/top1" not in keys_off
   for key in (
     "online_probe/loss",
