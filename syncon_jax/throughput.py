@@ -101,8 +101,8 @@ def measure_matmul_flops(size: int = CPU_MATMUL_SIZE, repeats: int = 5) -> float
 
 # size -> this process's measurement: a process that trains many runs (tools.experiment, the
 # tests) measures once. The measurement took 1.5 s of a 7.2 s runlocal run trained in a warm
-# process (2-core AMD EPYC, 2026-12-03), so once per run cost the few-shot experiment ~5 of its
-# 26 minutes.
+# process (2-core AMD EPYC, 2026-12-03): once per run, the few-shot experiment's 190 runs spent
+# ~5 minutes measuring.
 _MEASURED: dict[int, float] = {}
 
 
