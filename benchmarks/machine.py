@@ -1,4 +1,5 @@
-"""The machine a benchmark ran on, for its results file (no jax import: usable before flags)."""
+"""The machine a benchmark ran on, for its results file, and what the benchmarks share (no jax
+import: usable before flags)."""
 
 import json
 import os
@@ -54,3 +55,12 @@ def dtypes_arg(value: str, machine_info: dict) -> list[str]:
     return ["float32", "bfloat16"]
   print("no bf16 instructions on this CPU (avx512_bf16, amx_bf16): float32 only", flush=True)
   return ["float32"]
+
+
+def max_rel_diff(a, b) -> float:
+  """max |a - b| over max |b|, in float64: how far a result is from its reference, relative to
+  the reference's scale (arrays: numpy, jax or anything np.asarray takes)."""
+  import numpy as np
+
+  a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+  return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-30))

@@ -46,7 +46,7 @@ sys.path.insert(0, REPO)
 from syncon_jax import platform as syncon_platform  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from machine import dtypes_arg, header, write_json  # noqa: E402
+from machine import dtypes_arg, header, max_rel_diff, write_json  # noqa: E402
 
 # Before jax creates its CPU backend: the XLA CPU flags, as in training.
 syncon_platform.configure()
@@ -172,11 +172,6 @@ def layer_fn(conv, strides, padding):
     return (y, *vjp(dy))
 
   return jax.jit(f)
-
-
-def max_rel_diff(a, b) -> float:
-  a, b = np.asarray(a, np.float32), np.asarray(b, np.float32)
-  return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-30))
 
 
 def measure_layer(layer: dict, n: int, dtype: str, rounds: int) -> dict:

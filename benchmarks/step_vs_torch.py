@@ -44,7 +44,7 @@ sys.path.insert(0, REPO)
 from syncon_jax import platform as syncon_platform  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from machine import dtypes_arg, header, write_json  # noqa: E402
+from machine import dtypes_arg, header, max_rel_diff, write_json  # noqa: E402
 
 # Before jax creates its CPU backend: the XLA CPU flags and the compilation cache, as in training.
 syncon_platform.configure()
@@ -273,11 +273,7 @@ def check_equal(model, net, images: np.ndarray) -> float:
   h, z = nnx.jit(lambda m, x: m(x, train=True))(nnx.clone(model), jnp.asarray(images))
   with torch.no_grad():
     th, tz = net.train()(torch.from_numpy(images.transpose(0, 3, 1, 2).copy()))
-  err = 0.0
-  for ours, theirs in ((h, th), (z, tz)):
-    ours, theirs = np.asarray(ours, np.float64), theirs.numpy().astype(np.float64)
-    err = max(err, float(np.abs(ours - theirs).max() / np.abs(theirs).max()))
-  return err
+  return max(max_rel_diff(h, th.numpy()), max_rel_diff(z, tz.numpy()))
 
 
 def torch_step(net, dtype: str):

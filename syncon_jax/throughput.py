@@ -14,6 +14,7 @@ of every process's measurement (one per process) on this machine and jaxlib, kep
 ~/.cache/syncon_jax/peak_flops.json.
 """
 
+import functools
 import json
 import os
 import time
@@ -99,11 +100,13 @@ def measure_matmul_flops(size: int = CPU_MATMUL_SIZE, repeats: int = 5) -> float
   return 2.0 * size**3 / best
 
 
-# size -> this process's measurement: a process that trains many runs (tools.experiment, the
-# tests) measures once. The measurement took 1.5 s of a 7.2 s runlocal run trained in a warm
-# process (2-core AMD EPYC, 2026-12-03): once per run, the few-shot experiment's 190 runs spent
-# ~5 minutes measuring.
-_MEASURED: dict[int, float] = {}
+@functools.cache
+def _measured_in_this_process(size: int) -> float:
+  """measure_matmul_flops(size), once per process: a process that trains many runs
+  (tools.experiment, the tests) measures once. The measurement took 1.5 s of a 7.2 s runlocal
+  run trained in a warm process (2-core AMD EPYC, 2026-12-03): once per run, the few-shot
+  experiment's 190 runs spent ~5 minutes measuring."""
+  return measure_matmul_flops(size)
 
 
 def cpu_peak_flops(cache_path: str = CACHE_PATH, *, size: int = CPU_MATMUL_SIZE) -> float:
@@ -113,8 +116,6 @@ def cpu_peak_flops(cache_path: str = CACHE_PATH, *, size: int = CPU_MATMUL_SIZE)
   Measured once per process and the maximum kept: one measurement on a busy machine reads low,
   and the cache converges to the machine's real rate instead of keeping a low figure forever.
   """
-  if size not in _MEASURED:
-    _MEASURED[size] = measure_matmul_flops(size)
   path = os.path.expanduser(cache_path)
   key = f"{cpu_model()}|{os.cpu_count()}|jaxlib {jax.lib.__version__}"
   cache = {}
@@ -123,7 +124,7 @@ def cpu_peak_flops(cache_path: str = CACHE_PATH, *, size: int = CPU_MATMUL_SIZE)
       cache = json.load(f)
   except (OSError, ValueError):
     pass
-  best = max(float(cache.get(key, 0.0)), _MEASURED[size])
+  best = max(float(cache.get(key, 0.0)), _measured_in_this_process(size))
   if best > float(cache.get(key, 0.0)):
     cache[key] = best
     try:

@@ -2,7 +2,6 @@
 latent is its posterior mean, and the CLI writes latents.npz in train-split order."""
 
 import json
-import math
 import os
 
 import jax
@@ -145,8 +144,9 @@ def test_cli_writes_latents_in_train_split_order(tmp_path):
   with open(os.path.join(workdir, "metrics.jsonl")) as f:
     rows = [json.loads(line) for line in f]
   assert [row["step"] for row in rows] == [2, 4]
-  # Throughput is logged (its values are the clock's: tests/test_throughput.py, a fake clock).
-  assert all(math.isfinite(row[k]) for row in rows for k in ("images_per_sec", "gflops_per_sec"))
+  # Throughput is logged: the keys only, their values are the clock's (tests/test_throughput.py
+  # checks them against a fake clock).
+  assert all({"images_per_sec", "gflops_per_sec"} <= row.keys() for row in rows), rows
 
   bad = run_cli(
     "syncon_jax.latent.train", "--config=configs/latent.py:model=gan", f"--workdir={workdir}2"

@@ -322,9 +322,10 @@ def check_demo_workdir(workdir: str) -> None:
     rows = [json.loads(line) for line in f]
   assert [row["step"] for row in rows] == [4, 8, 12]
   # Throughput and utilisation (XLA's cost analysis, the CPU peak: syncon_jax/throughput.py) are
-  # logged; their values are the clock's, checked in tests/test_throughput.py with a fake one.
-  keys = ("loss", "images_per_sec", "gflops_per_sec", "peak_share")
-  assert all(math.isfinite(row[k]) for row in rows for k in keys)
+  # logged: the keys only, their values are the clock's (tests/test_throughput.py checks them
+  # against a fake clock).
+  assert all(math.isfinite(row["loss"]) for row in rows)
+  assert all({"images_per_sec", "gflops_per_sec", "peak_share"} <= row.keys() for row in rows)
   assert "GFLOP (XLA cost analysis)" in train_log and "% of peak" in train_log
   assert "No checkpoint" in train_log and "ETA" in train_log and "img/s" in train_log
   # The auto scheme logs every class's weight and agreement, and writes the weights.
