@@ -1,6 +1,8 @@
 """The evaluation protocols and health metrics against independent numpy / sklearn versions, and
 the online probe's promise: it never changes the pretraining."""
 
+import logging
+
 import jax
 import numpy as np
 import pytest
@@ -249,7 +251,7 @@ def test_finetune_trains_a_linear_layer_on_pixels_and_unknown_protocols_are_refu
   from syncon_jax import linear_eval
   from syncon_jax.errors import ConfigError
   from syncon_jax.evaluators import finetune
-  from syncon_jax.train import preprocess
+  from syncon_jax.train import init_model, preprocess
 
   config = digits.get_config("runlocal")
   config.data.image_size = 4
@@ -266,6 +268,25 @@ def test_finetune_trains_a_linear_layer_on_pixels_and_unknown_protocols_are_refu
   steps = finetune.make_steps(config, preprocess)
   out = finetune.finetune(net, steps, images[:30], labels[:30], images[30:], labels[30:], config, 2)
   assert out["top1"] == 1.0 and np.isfinite(out["final_loss"])
+
+  # An encoder restored from a checkpoint (its arrays committed to a device) beside a new head:
+  # its fine-tuning compiles the step once, not again at the second step.
+  model = nnx.merge(*init_model(config))
+  nnx.update(model, jax.device_put(nnx.state(model), jax.devices()[0]))
+  net = finetune.Classifier(nnx.clone(model.encoder), model.feat_dim, 2, rngs=nnx.Rngs(0))
+  config.eval.finetune_steps = 3
+  compiled = []
+  handler = logging.Handler()
+  handler.emit = lambda record: compiled.append(
+    record.getMessage().startswith("Compiling jit(train_step)")
+  )
+  logging.getLogger("jax").addHandler(handler)
+  try:
+    with jax.log_compiles(True):
+      finetune.finetune(net, steps, images[:30], labels[:30], images[30:], labels[30:], config, 2)
+  finally:
+    logging.getLogger("jax").removeHandler(handler)
+  assert sum(compiled) == 1
 
   config.eval.protocols = ("linear", "knn_typo")
   with pytest.raises(ConfigError, match="knn_typo.*valid"):

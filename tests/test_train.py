@@ -93,6 +93,34 @@ def test_killed_run_resumes_to_the_same_parameters(synthetic_dir, tmp_path, monk
     np.testing.assert_array_equal(a, b)
 
 
+def test_runs_that_differ_in_their_seed_share_one_step_and_train_as_alone(synthetic_dir, tmp_path):
+  """An experiment's seeds in one process: the second seed's run reuses the first's jitted step
+  (no retrace), and trains exactly as it does in a process of its own; if the step had kept the
+  first run's seed as a constant, seed 1 here would repeat seed 0's augmentation."""
+  config = {
+    s: runlocal_config(synthetic_dir, seed=s, total_steps=3, log_every_steps=1) for s in (0, 1)
+  }
+  train._JITTED_STEPS.clear()
+  alone = _params(train.train_and_evaluate(config[1], str(tmp_path / "alone")))
+  train._JITTED_STEPS.clear()
+  seed0 = _params(train.train_and_evaluate(config[0], str(tmp_path / "seed0")))
+  [step] = train._JITTED_STEPS.values()
+  after_seed0 = _params(train.train_and_evaluate(config[1], str(tmp_path / "seed1")))
+  assert list(train._JITTED_STEPS.values()) == [step]
+  for a, b in zip(alone, after_seed0, strict=True):
+    np.testing.assert_array_equal(a, b)
+  # Seeds 0 and 1 train differently, so the comparison above tells a seed kept as a constant.
+  assert not all(np.array_equal(a, b) for a, b in zip(seed0, alone, strict=True))
+
+  # Any other key makes another program (graphdef and tx follow from the config).
+  other = runlocal_config(synthetic_dir, **{"objective.temperature": 0.2})
+  graphdef, _, _ = train.init_model(other)
+  replicated = jax.sharding.NamedSharding(train.make_mesh(), jax.sharding.PartitionSpec())
+  tx, _ = train.make_optimizer(other)
+  assert train.jitted_train_step(graphdef, tx, other, replicated) is not step
+  assert len(train._JITTED_STEPS) == 2
+
+
 def _assert_user_error(r, *fragments):
   assert r.returncode != 0
   assert "Traceback" not in r.stderr, r.stderr[-3000:]

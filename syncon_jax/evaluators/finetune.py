@@ -107,6 +107,11 @@ def finetune(
   ec = config.eval
   train_step, predict = steps
   optimizer = nnx.Optimizer(model, make_optimizer(ec), wrt=nnx.Param)
+  # A restored encoder's arrays are committed to a device, the new head's and the optimiser's
+  # not, and a step's outputs are (one committed input commits them): unplaced, the second step
+  # compiled the program again (2.4 s of linear_eval's runlocal digits run, per encoder).
+  for node in (model, optimizer):
+    nnx.update(node, jax.device_put(nnx.state(node), jax.devices()[0]))
   rng = np.random.default_rng(ec.finetune_seed)
   key = jax.random.key(ec.finetune_seed)
   bs = int(ec.finetune_batch_size)
