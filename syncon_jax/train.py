@@ -123,12 +123,39 @@ def make_optimizer(config: ml_collections.ConfigDict):
 # State and step.
 
 
+# What this process has jitted, most recent last, by what the program depends on: runs that differ
+# only in their seed (an experiment's) trace, lower and compile each once. Each entry holds its
+# compiled executables, so only the last few are kept.
+_JITTED_INITS: collections.OrderedDict[tuple, tuple] = collections.OrderedDict()
+_JITTED_STEPS: collections.OrderedDict[tuple, Callable] = collections.OrderedDict()
+JITTED_KEPT = 8
+
+
+def _kept(cache: collections.OrderedDict, key: tuple, make: Callable[[], Any]) -> Any:
+  """cache[key], made by make() on a miss; the least recently used beyond JITTED_KEPT dropped."""
+  if key not in cache:
+    cache[key] = make()
+    while len(cache) > JITTED_KEPT:
+      cache.popitem(last=False)
+  cache.move_to_end(key)
+  return cache[key]
+
+
 def init_model(config, sharding=None) -> tuple[nnx.GraphDef, nnx.State, nnx.State]:
   """-> (graphdef, params, model_state) of a fresh model from config.seed, initialised inside one
-  jit (loop.init_in_jit), so the state is created directly with its sharding on every host."""
-  create = lambda: models.create_model(config.model, rngs=nnx.Rngs(config.seed))
-  graphdef = nnx.graphdef(nnx.eval_shape(create))
-  params, model_state = loop.init_in_jit(lambda: nnx.split(create(), nnx.Param, ...)[1:], sharding)
+  jit (loop.init_in_jit), so the state is created directly with its sharding on every host.
+
+  The seed is the jitted initialiser's argument (the same values as nnx.Rngs(seed)), so models
+  of one config.model share it (linear_eval makes two, an experiment one per run).
+  """
+
+  def make():
+    create = lambda seed: models.create_model(config.model, rngs=nnx.Rngs(jax.random.key(seed)))
+    graphdef = nnx.graphdef(nnx.eval_shape(lambda: create(0)))
+    return graphdef, lambda seed: nnx.split(create(seed), nnx.Param, ...)[1:]
+
+  graphdef, init = _kept(_JITTED_INITS, (config.model.to_json(), sharding), make)
+  params, model_state = loop.init_in_jit(init, sharding, np.int32(config.seed))
   return graphdef, params, model_state
 
 
@@ -298,11 +325,6 @@ def make_train_step(graphdef: nnx.GraphDef, tx, config):
   return train_step
 
 
-# The jitted train steps of this process, most recent last, by what their program depends on.
-_JITTED_STEPS: collections.OrderedDict[tuple, Callable] = collections.OrderedDict()
-JITTED_STEPS_KEPT = 8
-
-
 def jitted_train_step(graphdef: nnx.GraphDef, tx, config, replicated: NamedSharding) -> Callable:
   """jax.jit of make_train_step, shared by the runs of this process whose steps are one program.
 
@@ -315,16 +337,12 @@ def jitted_train_step(graphdef: nnx.GraphDef, tx, config, replicated: NamedShard
   program = json.loads(config.to_json())
   del program["seed"]
   key = (json.dumps(program, sort_keys=True), replicated, platform.cpu_defaults_on())
-  if key not in _JITTED_STEPS:
-    _JITTED_STEPS[key] = jax.jit(
-      make_train_step(graphdef, tx, config),
-      donate_argnums=(0,),
-      out_shardings=(replicated, replicated),
-    )
-    while len(_JITTED_STEPS) > JITTED_STEPS_KEPT:  # each holds its compiled executables
-      _JITTED_STEPS.popitem(last=False)
-  _JITTED_STEPS.move_to_end(key)
-  return _JITTED_STEPS[key]
+  make = lambda: jax.jit(
+    make_train_step(graphdef, tx, config),
+    donate_argnums=(0,),
+    out_shardings=(replicated, replicated),
+  )
+  return _kept(_JITTED_STEPS, key, make)
 
 
 # ----------------------------------------------------------------------------------------------

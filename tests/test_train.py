@@ -9,9 +9,10 @@ import jax
 import numpy as np
 import pytest
 from conftest import REPO, TEST_XLA_FLAGS, run_cli, train_killed_and_resumed
+from flax import nnx
 
 from configs import digits
-from syncon_jax import train
+from syncon_jax import loop, models, train
 
 
 def runlocal_config(synthetic_dir, **overrides):
@@ -95,22 +96,33 @@ def test_killed_run_resumes_to_the_same_parameters(synthetic_dir, tmp_path, monk
 
 def test_runs_that_differ_in_their_seed_share_one_step_and_train_as_alone(synthetic_dir, tmp_path):
   """An experiment's seeds in one process: the second seed's run reuses the first's jitted step
-  (no retrace), and trains exactly as it does in a process of its own; if the step had kept the
-  first run's seed as a constant, seed 1 here would repeat seed 0's augmentation."""
+  and initialiser (no retrace), and trains exactly as it does in a process of its own; had either
+  kept the first run's seed as a constant, seed 1 here would repeat seed 0's run."""
   config = {
     s: runlocal_config(synthetic_dir, seed=s, total_steps=3, log_every_steps=1) for s in (0, 1)
   }
-  train._JITTED_STEPS.clear()
+  for cache in (train._JITTED_STEPS, train._JITTED_INITS):
+    cache.clear()
   alone = _params(train.train_and_evaluate(config[1], str(tmp_path / "alone")))
-  train._JITTED_STEPS.clear()
+  for cache in (train._JITTED_STEPS, train._JITTED_INITS):
+    cache.clear()
   seed0 = _params(train.train_and_evaluate(config[0], str(tmp_path / "seed0")))
-  [step] = train._JITTED_STEPS.values()
+  [step], [init] = train._JITTED_STEPS.values(), train._JITTED_INITS.values()
   after_seed0 = _params(train.train_and_evaluate(config[1], str(tmp_path / "seed1")))
   assert list(train._JITTED_STEPS.values()) == [step]
+  assert list(train._JITTED_INITS.values()) == [init]
   for a, b in zip(alone, after_seed0, strict=True):
     np.testing.assert_array_equal(a, b)
   # Seeds 0 and 1 train differently, so the comparison above tells a seed kept as a constant.
   assert not all(np.array_equal(a, b) for a, b in zip(seed0, alone, strict=True))
+
+  # The shared initialiser takes the seed as an argument and gives what nnx.Rngs(seed) gives
+  # (the values every earlier checkpoint and result started from).
+  create = lambda: models.create_model(config[1].model, rngs=nnx.Rngs(1))
+  by_int = loop.init_in_jit(lambda: nnx.split(create(), nnx.Param, ...)[1:])
+  by_arg = train.init_model(config[1])[1:]
+  for a, b in zip(jax.tree.leaves(by_int), jax.tree.leaves(by_arg), strict=True):
+    np.testing.assert_array_equal(a, b)
 
   # Any other key makes another program (graphdef and tx follow from the config).
   other = runlocal_config(synthetic_dir, **{"objective.temperature": 0.2})
