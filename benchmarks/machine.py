@@ -6,6 +6,8 @@ import os
 import platform
 import sys
 
+import numpy as np
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -60,7 +62,5 @@ def dtypes_arg(value: str, machine_info: dict) -> list[str]:
 def max_rel_diff(a, b) -> float:
   """max |a - b| over max |b|, in float64: how far a result is from its reference, relative to
   the reference's scale (arrays: numpy, jax or anything np.asarray takes)."""
-  import numpy as np
-
   a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
   return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-30))

@@ -159,17 +159,11 @@ def init_model(config, sharding=None) -> tuple[nnx.GraphDef, nnx.State, nnx.Stat
   return graphdef, params, model_state
 
 
-def feature_dim(config) -> int:
-  """The encoder's feature width, from the model's abstract shape (nothing is computed)."""
-  return nnx.eval_shape(lambda: models.create_model(config.model, rngs=nnx.Rngs(0))).feat_dim
-
-
 def create_train_state(
   config, num_classes: int, tx, sharding=None
 ) -> tuple[nnx.GraphDef, TrainState]:
   """Initialises model, optimiser and objective state from config.seed."""
   graphdef, params, model_state = init_model(config, sharding)
-  # Read off the model just made: feature_dim's own eval_shape builds the model again (~0.3 s).
   feat_dim = nnx.merge(graphdef, params, model_state).feat_dim
   objective = objectives.get_objective(config.objective.name)
   # With the initial model parameters: an EMA target network starts as a copy of them.

@@ -10,6 +10,7 @@ import numpy as np
 import optax
 import pytest
 from conftest import StepInputs, stopped_after
+from flax import nnx
 
 from configs import cifar10, digits
 from syncon_jax import losses, objectives, train
@@ -416,7 +417,8 @@ def test_supervised_trains_and_resumes_its_classifier_exactly(synthetic_dir, tmp
   assert rows[-1]["loss"] < rows[0]["loss"], [r["loss"] for r in rows]
   assert all(r["objective_grad_norm"] > 0 for r in rows)
   kernel = np.asarray(straight.objective_params["classifier"]["kernel"])
-  assert kernel.shape == (train.feature_dim(config), 10) and np.any(kernel)
+  feat_dim = nnx.merge(*train.init_model(config)).feat_dim
+  assert kernel.shape == (feat_dim, 10) and np.any(kernel)
 
   resumed = train.train_and_evaluate(
     config, stopped_after(str(tmp_path / "straight"), str(tmp_path / "resumed"), 6)

@@ -111,7 +111,7 @@ def finetune(
   # not, and a step's outputs are (one committed input commits them): unplaced, the second step
   # compiled the program again (2.4 s of linear_eval's runlocal digits run, per encoder).
   for node in (model, optimizer):
-    nnx.update(node, jax.device_put(nnx.state(node), jax.devices()[0]))
+    nnx.update(node, jax.device_put(nnx.state(node), jax.local_devices()[0]))
   rng = np.random.default_rng(ec.finetune_seed)
   key = jax.random.key(ec.finetune_seed)
   bs = int(ec.finetune_batch_size)
